@@ -1,0 +1,288 @@
+r"""Classification losses on logits or scores.
+
+Same signature and argument names as the regression losses::
+
+    loss(predictions, targets, [hyperparameter], *, weights=None, where=None, reduction="mean")
+
+``predictions`` are logits (cross-entropies) or scores (hinges); ``targets`` are labels. For the
+multi-class losses the per-sample shape is ``predictions.shape[:-1]`` (classes on the last axis);
+for the binary ones it is the broadcast shape of predictions and targets. ``weights``, ``where``
+and ``reduction`` follow :mod:`jloss.reduction`. Label checks run on concrete labels only and
+skip masked-out samples (so ``-100`` padding under a mask is fine).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jloss import checks, reduction as red
+
+ArrayLike = Any
+
+
+def _masked_concrete(targets: Any, where: Any, per_sample_shape: tuple[int, ...]) -> np.ndarray | None:
+    """Concrete labels restricted to unmasked samples (None when traced)."""
+    t = checks.concrete_value(targets)
+    if t is None:
+        return None
+    if where is not None:
+        m = checks.concrete_value(where)
+        if m is None:
+            return None
+        t = np.broadcast_to(t, np.broadcast_shapes(t.shape, per_sample_shape))
+        t = t[np.broadcast_to(m, t.shape)]
+    return t
+
+
+def _prologue(name: str, predictions: ArrayLike, reduction: str) -> tuple[jax.Array, Any, Any]:
+    checks.check_reduction(name, reduction)
+    predictions = checks.check_floating(name, "predictions", predictions)
+    out_dtype = predictions.dtype
+    return predictions.astype(red.compute_dtype(out_dtype)), out_dtype, red.compute_dtype(out_dtype)
+
+
+def _check_classes(name: str, predictions: jax.Array) -> int:
+    if predictions.ndim < 1 or predictions.shape[-1] < 1:
+        raise ValueError(
+            f"{name}: predictions must have a class axis last, shape (..., C) with C >= 1; "
+            f"got shape {predictions.shape}."
+        )
+    return predictions.shape[-1]
+
+
+def _class_targets(name: str, predictions: jax.Array, targets: jax.Array, where: Any) -> tuple[bool, tuple]:
+    """Validate targets of a multi-class loss; return (integer_labels, per-sample shape)."""
+    num_classes = _check_classes(name, predictions)
+    batch = predictions.shape[:-1]
+    if jnp.issubdtype(targets.dtype, jnp.integer):
+        shape = checks.broadcast_shapes(name, **{"predictions.shape[:-1]": batch, "targets": targets.shape})
+        t = _masked_concrete(targets, where, shape)
+        if t is not None and t.size and (t.min() < 0 or t.max() >= num_classes):
+            bad = t[(t < 0) | (t >= num_classes)]
+            raise ValueError(
+                f"{name}: integer targets must be class ids in [0, {num_classes}) for predictions "
+                f"with {num_classes} classes; got {bad[:5].tolist()}."
+            )
+        return True, shape
+    if jnp.issubdtype(targets.dtype, jnp.floating):
+        if targets.ndim < 1 or targets.shape[-1] != num_classes:
+            raise ValueError(
+                f"{name}: float targets must be probabilities of shape (..., {num_classes}) like "
+                f"predictions {predictions.shape}; got shape {targets.shape}. "
+                "(Integer class ids have shape predictions.shape[:-1].)"
+            )
+        shape = checks.broadcast_shapes(
+            name, **{"predictions.shape[:-1]": batch, "targets.shape[:-1]": targets.shape[:-1]}
+        )
+        return False, shape
+    raise TypeError(f"{name}: targets must be integer class ids or float probabilities, got {targets.dtype}.")
+
+
+def cross_entropy(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    label_smoothing: ArrayLike = 0.0,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    reduction: str = "mean",
+) -> jax.Array:
+    r"""Softmax cross-entropy between logits and class labels, with optional label smoothing.
+
+    .. math:: \ell(z, q) = -\sum_{c=1}^{C} q_c \log\operatorname{softmax}(z)_c,
+        \qquad q = (1 - \varepsilon)\,p + \varepsilon / C
+
+    where :math:`p` is the one-hot of an integer label (``targets`` of shape
+    ``predictions.shape[:-1]``) or a given probability vector (float ``targets`` of shape
+    ``predictions.shape``), and :math:`\varepsilon` is ``label_smoothing`` in [0, 1] (traced
+    arrays allowed). Uses ``jax.nn.log_softmax`` (max-shifted), so loss and gradient
+    :math:`\operatorname{softmax}(z) - q` are finite for logits of magnitude 1e4 and beyond.
+    Concrete integer labels outside ``[0, C)`` raise ``ValueError``. In bits, divide by
+    :math:`\log 2`: a uniform guess over :math:`C` classes costs :math:`\log_2 C` bits.
+
+    >>> import jax.numpy as jnp, jloss
+    >>> round(float(jloss.cross_entropy(jnp.zeros((1, 2)), jnp.array([1]))), 4)  # ln 2
+    0.6931
+
+    Reference: Shannon 1948; Szegedy et al., "Rethinking the Inception Architecture" (label
+    smoothing), CVPR 2016. Agrees with ``optax.softmax_cross_entropy(_with_integer_labels)``.
+    """
+    name = "cross_entropy"
+    predictions, out_dtype, dtype = _prologue(name, predictions, reduction)
+    targets = jnp.asarray(targets)
+    integer, shape = _class_targets(name, predictions, targets, where)
+    eps = checks.check_hyperparameter(
+        name, "label_smoothing", label_smoothing, lambda v: (v >= 0) & (v <= 1), "in [0, 1]"
+    ).astype(dtype)
+    shape = checks.broadcast_shapes(name, **{"per-sample": shape, "label_smoothing": eps.shape})
+    mask = red.prepare_mask(name, where, shape)
+    logits = red.mask_input(predictions, mask, trailing=1)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    if integer:
+        labels = red.mask_input(targets, mask)
+        nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+    else:
+        probs = red.mask_input(targets.astype(dtype), mask, trailing=1)
+        nll = -jnp.sum(probs * logp, axis=-1)
+    loss = nll
+    if not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0):
+        # -sum_c ((1 - eps) p_c + eps / C) logp_c = (1 - eps) nll + eps * (-mean_c logp_c)
+        loss = (1.0 - eps) * nll - eps * jnp.mean(logp, axis=-1)
+    loss = jnp.broadcast_to(loss, shape)
+    return red.reduce_loss(name, loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
+
+
+def binary_cross_entropy(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    reduction: str = "mean",
+) -> jax.Array:
+    r"""Sigmoid (binary) cross-entropy between logits :math:`x` and labels :math:`y \in [0, 1]`.
+
+    .. math:: \ell(x, y) = -y\log\sigma(x) - (1 - y)\log(1 - \sigma(x))
+        = \operatorname{softplus}(x) - y\,x
+
+    The right-hand form is what is computed: no ``log(sigmoid)`` underflow, finite for any finite
+    logit. Soft labels in [0, 1] are allowed; concrete labels outside raise ``ValueError``.
+    Gradient: :math:`\sigma(x) - y`, smooth.
+
+    >>> import jax.numpy as jnp, jloss
+    >>> round(float(jloss.binary_cross_entropy(jnp.array([0.0]), jnp.array([1.0]))), 4)
+    0.6931
+
+    Reference: ``optax.sigmoid_binary_cross_entropy``; ``torch.nn.BCEWithLogitsLoss``.
+    """
+    name = "binary_cross_entropy"
+    predictions, out_dtype, dtype = _prologue(name, predictions, reduction)
+    targets = jnp.asarray(targets)
+    if not (jnp.issubdtype(targets.dtype, jnp.floating) or jnp.issubdtype(targets.dtype, jnp.integer)):
+        raise TypeError(f"{name}: targets must be real labels in [0, 1], got dtype {targets.dtype}.")
+    shape = checks.broadcast_shapes(name, predictions=predictions.shape, targets=targets.shape)
+    t = _masked_concrete(targets, where, shape)
+    if t is not None and t.size and not np.all((t >= 0) & (t <= 1)):
+        bad = t[~((t >= 0) & (t <= 1))]
+        raise ValueError(f"{name}: targets must be labels in [0, 1]; got {bad[:5].tolist()}.")
+    mask = red.prepare_mask(name, where, shape)
+    x = red.mask_input(predictions, mask)
+    y = red.mask_input(targets.astype(dtype), mask)
+    loss = jnp.broadcast_to(jax.nn.softplus(x) - y * x, shape)
+    return red.reduce_loss(name, loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
+
+
+def _signed_margin(name: str, predictions: ArrayLike, targets: ArrayLike, where: Any, reduction: str):
+    predictions, out_dtype, dtype = _prologue(name, predictions, reduction)
+    targets = jnp.asarray(targets)
+    if not (jnp.issubdtype(targets.dtype, jnp.floating) or jnp.issubdtype(targets.dtype, jnp.integer)):
+        raise TypeError(f"{name}: targets must be labels in {{-1, +1}}, got dtype {targets.dtype}.")
+    shape = checks.broadcast_shapes(name, predictions=predictions.shape, targets=targets.shape)
+    t = _masked_concrete(targets, where, shape)
+    if t is not None and t.size and not np.all((t == 1) | (t == -1)):
+        bad = np.unique(t[~((t == 1) | (t == -1))])
+        hint = (
+            " Labels look like {0, 1}: map them with 2 * y - 1."
+            if np.all((t == 0) | (t == 1))
+            else " (A {0, 1} label vector is a common silent bug elsewhere: map it with 2 * y - 1.)"
+        )
+        raise ValueError(f"{name}: targets must be labels in {{-1, +1}}; got {bad[:5].tolist()}.{hint}")
+    mask = red.prepare_mask(name, where, shape)
+    s = red.mask_input(predictions, mask)
+    y = red.mask_input(targets.astype(dtype), mask, fill=1)
+    return jnp.broadcast_to(1.0 - y * s, shape), mask, out_dtype
+
+
+def hinge(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    reduction: str = "mean",
+) -> jax.Array:
+    r"""Hinge loss of support vector machines: :math:`\max(0, 1 - y s)`.
+
+    ``predictions`` are real scores :math:`s`, ``targets`` labels :math:`y \in \{-1, +1\}`
+    (concrete labels outside raise ``ValueError``; {0, 1} labels are the classic silent bug,
+    since a 0 label makes the loss constant 1). Zero once a sample is classified with margin 1.
+    Gradient in :math:`s`: :math:`-y` inside the margin, 0 beyond it, pinned to 0 *at* the
+    margin :math:`y s = 1` (``jnp.maximum`` would split it 0.5/0.5).
+
+    >>> import jax.numpy as jnp, jloss
+    >>> jloss.hinge(jnp.array([2.0, 0.5, -1.0]), jnp.array([1, 1, 1]), reduction="none")
+    Array([0. , 0.5, 2. ], dtype=float32)
+
+    Reference: Cortes & Vapnik, "Support-Vector Networks", Machine Learning 1995.
+    """
+    z, mask, out_dtype = _signed_margin("hinge", predictions, targets, where, reduction)
+    return red.reduce_loss("hinge", jax.nn.relu(z), weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
+
+
+def squared_hinge(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    reduction: str = "mean",
+) -> jax.Array:
+    r"""Squared hinge loss (L2-SVM): :math:`\max(0, 1 - y s)^2`.
+
+    Labels :math:`y \in \{-1, +1\}` as for :func:`hinge`. Differentiable everywhere; gradient
+    :math:`-2y\max(0, 1 - ys)`, which is 0 at the margin.
+
+    >>> import jax.numpy as jnp, jloss
+    >>> jloss.squared_hinge(jnp.array([2.0, 0.5, -1.0]), jnp.array([1, 1, 1]), reduction="none")
+    Array([0.  , 0.25, 4.  ], dtype=float32)
+
+    Reference: Rennie & Srebro 2005; ``sklearn.svm.LinearSVC(loss="squared_hinge")``.
+    """
+    z, mask, out_dtype = _signed_margin("squared_hinge", predictions, targets, where, reduction)
+    loss = jnp.square(jax.nn.relu(z))
+    return red.reduce_loss("squared_hinge", loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
+
+
+def multiclass_hinge(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    reduction: str = "mean",
+) -> jax.Array:
+    r"""Crammer-Singer multi-class hinge loss.
+
+    .. math:: \ell(s, y) = \max_j \bigl(s_j + [j \ne y]\bigr) - s_y
+        = \max\bigl(0, \max_{j \ne y} s_j + 1 - s_y\bigr)
+
+    ``predictions`` are scores of shape ``(..., C)``, ``targets`` integer class ids of shape
+    ``(...)`` (concrete ids outside ``[0, C)`` raise ``ValueError``). Zero once the true class
+    beats every other by a margin of 1; the gradient is pinned to 0 at that margin.
+
+    >>> import jax.numpy as jnp, jloss
+    >>> float(jloss.multiclass_hinge(jnp.array([[2.0, 0.5, 1.5]]), jnp.array([2])))
+    1.5
+
+    Reference: Crammer & Singer, "On the Algorithmic Implementation of Multiclass Kernel-based
+    Vector Machines", JMLR 2001. Agrees with ``optax.multiclass_hinge_loss``.
+    """
+    name = "multiclass_hinge"
+    predictions, out_dtype, _ = _prologue(name, predictions, reduction)
+    targets = jnp.asarray(targets)
+    if not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise TypeError(f"{name}: targets must be integer class ids, got dtype {targets.dtype}.")
+    _, shape = _class_targets(name, predictions, targets, where)
+    mask = red.prepare_mask(name, where, shape)
+    s = red.mask_input(predictions, mask, trailing=1)
+    labels = red.mask_input(targets, mask)
+    num_classes = s.shape[-1]
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.bool_)
+    true_score = jnp.sum(jnp.where(onehot, s, 0), axis=-1)
+    others = jnp.max(jnp.where(onehot, -jnp.inf, s), axis=-1)
+    loss = jnp.broadcast_to(jax.nn.relu(others + 1.0 - true_score), shape)
+    return red.reduce_loss(name, loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
