@@ -220,7 +220,8 @@ def hinge(
     Reference: Cortes & Vapnik, "Support-Vector Networks", Machine Learning 1995.
     """
     z, mask, out_dtype = _signed_margin("hinge", predictions, targets, where, reduction)
-    return red.reduce_loss("hinge", jax.nn.relu(z), weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
+    loss = jnp.where(z > 0, z, 0.0)  # the constant branch at z == 0 pins the margin gradient to 0
+    return red.reduce_loss("hinge", loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
 
 
 def squared_hinge(
@@ -243,7 +244,7 @@ def squared_hinge(
     Reference: Rennie & Srebro 2005; ``sklearn.svm.LinearSVC(loss="squared_hinge")``.
     """
     z, mask, out_dtype = _signed_margin("squared_hinge", predictions, targets, where, reduction)
-    loss = jnp.square(jax.nn.relu(z))
+    loss = jnp.where(z > 0, z * z, 0.0)
     return red.reduce_loss("squared_hinge", loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
 
 

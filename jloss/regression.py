@@ -17,15 +17,24 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from jloss import checks, reduction as red
 
 ArrayLike = Any
 
 
+@jax.custom_jvp
 def _abs(r: jax.Array) -> jax.Array:
-    # |r| whose derivative is sign(r): exactly 0 at r == 0 (jax.grad(jnp.abs)(0.) is 1).
-    return r * jnp.sign(r)
+    """|r| with derivative sign(r): exactly 0 at r == 0 (``jax.grad(jnp.abs)(0.)`` is 1).
+
+    A custom JVP rather than ``r * sign(r)``: the primal stays a plain ``abs``, which XLA's CPU
+    reduction fuses, so ``mean(mae)`` and its gradient do not materialise a temporary.
+    """
+    return jnp.abs(r)
+
+
+_abs.defjvp(lambda primals, tangents: (jnp.abs(primals[0]), jnp.sign(primals[0]) * tangents[0]))
 
 
 def _elementwise(
@@ -112,9 +121,11 @@ def mae(
 
 
 def _huber_kernel(r: jax.Array, delta: jax.Array) -> jax.Array:
-    a = _abs(r)
-    q = jnp.minimum(a, delta)  # never squares more than delta: finite up to |r| ~ 1e38 / delta
-    return 0.5 * q * q + delta * (a - q)
+    # The quadratic branch is only *selected* where |r| <= delta, so nothing large is squared into
+    # the result (an unselected inf gets a zero cotangent, so gradients stay finite too). At
+    # |r| == delta the quadratic branch is selected: gradient r = +-delta, continuous.
+    a = jnp.abs(r)
+    return jnp.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
 
 
 def huber(
@@ -152,10 +163,42 @@ def huber(
     return _elementwise("huber", _huber_kernel, predictions, targets, {"delta": delta}, weights, where, reduction)
 
 
+def _pseudo_huber_parts(r: jax.Array, delta: jax.Array):
+    # With z = r / delta and s = sqrt(1 + z^2):  delta^2 (s - 1) == r * delta * z / (s + 1), free
+    # of cancellation near 0. Beyond |z| = 1e18, z^2 would overflow float32 while the value is
+    # delta |r| - delta^2 to float64 precision, so that branch is selected instead; z is zeroed
+    # there first (double where) so the unselected branch stays finite.
+    z = r * (1.0 / delta)  # a multiply by a scalar: cheap enough for XLA to recompute per fusion
+    far = jnp.abs(z) > 1e18
+    z = jnp.where(far, 0.0, z)
+    return far, z, 1.0 + z * z
+
+
+@jax.custom_jvp
 def _pseudo_huber_kernel(r: jax.Array, delta: jax.Array) -> jax.Array:
-    # delta^2 (sqrt(1 + (r/delta)^2) - 1) == r^2 / (sqrt(1 + (r/delta)^2) + 1): no cancellation
-    # near 0, and written as r * (r / (...)) so r^2 never overflows.
-    return r * (r / (jnp.hypot(1.0, r / delta) + 1.0))
+    far, z, s2 = _pseudo_huber_parts(r, delta)
+    return jnp.where(far, delta * (jnp.abs(r) - delta), r * delta * z / (jnp.sqrt(s2) + 1.0))
+
+
+def _pseudo_huber_jvp(primals, tangents):
+    # Explicit derivatives keep the gradient one fused elementwise pass (autodiff of the formula
+    # stores several intermediates): d/dr = delta z / s, d/ddelta = 2 delta (s - 1) - delta z^2 / s
+    # = r z (s - 1) / (s (s + 1)); far out they tend to delta sign(r) and |r| - 2 delta.
+    r, delta = primals
+    r_dot, delta_dot = tangents
+    value = _pseudo_huber_kernel(r, delta)
+    far, z, s2 = _pseudo_huber_parts(r, delta)
+    inv_s = jax.lax.rsqrt(s2)  # rsqrt, not the value's sqrt: no shared expensive op to store
+    out_dot = jnp.zeros_like(value)
+    if not isinstance(r_dot, SymbolicZero):
+        out_dot = out_dot + jnp.where(far, delta * jnp.sign(r), delta * z * inv_s) * r_dot
+    if not isinstance(delta_dot, SymbolicZero):
+        d_delta = jnp.where(far, jnp.abs(r) - 2.0 * delta, r * z * (1.0 - inv_s) / (1.0 + s2 * inv_s))
+        out_dot = out_dot + d_delta * delta_dot
+    return value, out_dot
+
+
+_pseudo_huber_kernel.defjvp(_pseudo_huber_jvp, symbolic_zeros=True)
 
 
 def pseudo_huber(
@@ -218,8 +261,9 @@ def log_cosh(
 
 
 def _quantile_kernel(r: jax.Array, tau: jax.Array) -> jax.Array:
-    u = -r  # targets - predictions
-    return tau * jax.nn.relu(u) + (1.0 - tau) * jax.nn.relu(r)
+    # r < 0 is under-prediction (u = -r > 0): tau per unit; r > 0 costs 1 - tau. The outer where
+    # selects a constant at r == 0, which pins the gradient there to 0.
+    return jnp.where(r == 0, 0.0, r * jnp.where(r < 0, -tau, 1.0 - tau))
 
 
 def quantile(
@@ -254,7 +298,10 @@ def quantile(
 
 
 def _epsilon_insensitive_kernel(r: jax.Array, epsilon: jax.Array) -> jax.Array:
-    return jax.nn.relu(_abs(r) - epsilon)
+    # Strict inequality: on the tube's edge (and at r == 0 when epsilon == 0) the constant branch
+    # is selected, pinning the gradient to 0 there.
+    a = jnp.abs(r)
+    return jnp.where(a > epsilon, a - epsilon, 0.0)
 
 
 def epsilon_insensitive(
