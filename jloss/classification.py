@@ -31,8 +31,8 @@ def _masked_concrete(targets: Any, where: Any, per_sample_shape: tuple[int, ...]
         return None
     if where is not None:
         m = checks.concrete_value(where)
-        if m is None:
-            return None
+        if m is None or m.dtype != np.bool_:
+            return None  # traced, or not a mask at all (prepare_mask raises TypeError for that)
         t = np.broadcast_to(t, np.broadcast_shapes(t.shape, per_sample_shape))
         t = t[np.broadcast_to(m, t.shape)]
     return t
