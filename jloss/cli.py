@@ -1,0 +1,603 @@
+"""The ``jloss`` command line: ``jloss demo | fit | sweep | losses | bench`` (also ``python -m jloss``).
+
+Subcommands live in one table, :data:`COMMANDS`; :func:`register_command` adds one. Each has
+``--help``. Mistakes in the input (a missing file or column, a value that is not a number, an
+unknown loss or optimizer, matplotlib missing for figures) print ``jloss: error: ...`` to stderr
+and exit with status 2, without a traceback. The numbers come from :mod:`jloss.demo` and
+:mod:`jloss.linear`; this module only parses, prints and writes files. Figures are drawn by
+:mod:`jloss.plots`, imported only when a figure is asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from jloss.data import UserError
+
+PROG = "jloss"
+DEFAULT_OUT = "jloss-out"
+#: Exit statuses: 0 success, 1 the optimisation failed (non-finite loss), 2 a user mistake.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+# --------------------------------------------------------------------------- output helpers
+
+
+def fmt(x: Any, digits: int = 4) -> str:
+    """A number for a table: ``digits`` significant digits, no exponent for ordinary sizes."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    x = float(x)
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    if 1e-3 <= abs(x) < 1e6:
+        decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
+        return f"{x:.{decimals}f}"
+    return f"{x:.{digits - 1}e}"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text.rstrip("%x*").replace(",", ""))
+        return True
+    except ValueError:
+        return False
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> str:
+    """An aligned plain-text table: numbers right-aligned, text left-aligned."""
+    cells = [[fmt(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    right = [all(_numeric(r[i]) for r in cells if r[i]) and bool(cells) for i in range(len(headers))]
+
+    def line(values):
+        parts = [v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)]
+        return (indent + "  ".join(parts)).rstrip()
+
+    out = [line(headers), indent + "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def heading(text: str) -> None:
+    print()
+    print(text)
+    print("-" * len(text))
+
+
+def note(text: str) -> None:
+    """An informational message on stderr (so stdout stays the report)."""
+    print(f"{PROG}: note: {text}", file=sys.stderr)
+
+
+def write_json(data: dict, target: str) -> None:
+    """Write ``data`` as JSON to a file, or to stdout when ``target`` is ``-``."""
+    text = json.dumps(data, indent=2, default=_jsonable)
+    if target == "-":
+        print(text)
+        return
+    try:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_text(text + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write {target}: {e.strerror or e}") from None
+    note(f"wrote {target}")
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.ndarray) or hasattr(x, "tolist"):
+        return np.asarray(x).tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def _plots():
+    """:mod:`jloss.plots`, or a UserError naming the extra to install when matplotlib is missing."""
+    from jloss import plots
+
+    plots.new_figure()  # fails early, with the install hint, when matplotlib is missing
+    return plots
+
+
+# --------------------------------------------------------------------------- subcommand table
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, how it adds its arguments, and what it runs.
+
+    ``passthrough`` commands get the arguments argparse did not recognise in ``args.rest``
+    (``jloss bench`` hands them to the benchmark suite's own parser).
+    """
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str | None = None
+    passthrough: bool = False
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(command: Command) -> Command:
+    """Add a subcommand to ``jloss`` (ValueError if the name is taken)."""
+    if command.name in COMMANDS:
+        raise ValueError(f"a jloss subcommand named {command.name!r} already exists")
+    COMMANDS[command.name] = command
+    return command
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show a progress bar on stderr while fitting (default: on)")
+
+
+def _add_plots(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help=f"folder for {what} (default: {DEFAULT_OUT}/)")
+    p.add_argument("--no-plots", dest="plots", action="store_false",
+                   help="do not draw figures (no matplotlib needed)")
+
+
+def _add_csv(p: argparse.ArgumentParser, required: bool) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--csv", metavar="FILE", required=required, help="CSV file with a header row")
+    g.add_argument("--target", metavar="COLUMN", required=required, help="the column to predict")
+    g.add_argument("--features", metavar="COLUMN", nargs="+",
+                   help="feature columns (default: every other column)")
+    g.add_argument("--nan", choices=("drop", "error"), default="drop",
+                   help="rows with missing values: drop them and say how many (default), or stop")
+
+
+def _add_optimizer(p: argparse.ArgumentParser, default: str, steps: int) -> None:
+    from jloss.linear import OPTIMIZERS
+
+    g = p.add_argument_group("optimizer")
+    g.add_argument("--optimizer", default=default, metavar="NAME",
+                   help="; ".join(f"{k}: {v[1]}" for k, v in OPTIMIZERS.items()) + f" (default: {default})")
+    g.add_argument("--lr", type=float, default=None, metavar="RATE", help="learning rate (adam, sgd; optional for lbfgs)")
+    g.add_argument("--steps", type=int, default=steps, help=f"maximum optimizer steps (default: {steps})")
+    g.add_argument("--tol", type=float, default=1e-5,
+                   help="stop when the gradient norm is at most this (default: 1e-5; 0 runs every step)")
+    g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
+                   help="standardize the features while fitting; coefficients are reported in the "
+                        "original units either way (default: on)")
+
+
+def _load(args: argparse.Namespace):
+    from jloss.data import load_csv
+
+    table_ = load_csv(args.csv, args.target, args.features, nan=args.nan)
+    for text in table_.notes:
+        note(text)
+    return table_
+
+
+# --------------------------------------------------------------------------- jloss demo
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    _add_plots(p, "the figures")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data set (default: 0)")
+    p.add_argument("--steps", type=int, default=500, help="optimizer steps per fit (default: 500)")
+    _add_progress(p)
+
+
+def _print_data(videos) -> None:
+    from jloss import demo
+
+    terms = " ".join(f"{c:+g} {f}" for c, f in zip(demo.TRUE_COEF, demo.FEATURES))
+    print(f"SYNTHETIC data (seed {videos.seed}, jloss.demo.make_videos): {len(videos.views)} training "
+          f"videos, {int(videos.viral.sum())} of them viral,")
+    print(f"and {len(videos.views_test)} held-out videos without viral ones. Views are in thousands:")
+    print(f"  views_k = {demo.TRUE_INTERCEPT:g} {terms} + noise (sd {demo.NOISE_SD:g})")
+    print("The viral videos get 20k to 100k extra views: far above what the features predict.")
+
+
+def _print_scoreboard(board) -> None:
+    heading("1. One set of predictions, three losses")
+    print("Predictions: the generator's own trend (the best a linear model can do). Per-video loss:")
+    names = list(board.shares)
+    rows = [[r["video"], "viral" if r["viral"] else "", r["actual"], r["predicted"], r["error"]]
+            + [r[n] for n in names] for r in board.rows]
+    print(table(["video", "", "actual", "predicted", "error"] + names, rows))
+    print(f"\nOver all {board.n} videos (Huber delta = {board.delta:g}):")
+    rows = [[s.loss, s.mean, s.mean_without_viral, pct(s.top_share), pct(s.viral_share), f"{s.pull_ratio:.1f}x"]
+            for s in board.shares.values()]
+    print(table(["loss", "mean", "mean w/o viral", "top video's share", f"{board.n_viral} virals' share",
+                 "top video's pull"], rows))
+    mse, mae = board.shares.get("mse"), board.shares.get("mae")
+    if mse and mae:
+        print(f"\nOne viral video, 1 of {board.n}, is {pct(mse.top_share)} of the MSE but {pct(mae.top_share)} of "
+              f"the MAE. Its pull on the fit (|d loss / d prediction|)\nis {mse.pull_ratio:.0f}x a typical "
+              "video's under MSE, and the same as any other video under MAE: squaring lets one video dominate.")
+
+
+def _print_fits(videos, fits) -> None:
+    from jloss import demo
+
+    heading("2. Fitting the model with each loss (jloss.minimize, Adam)")
+    feats = list(videos.features)
+    rows = [["true trend"] + list(demo.TRUE_COEF) + [demo.TRUE_INTERCEPT, "", "", "", ""]]
+    for name, lf in fits.items():
+        f = lf.fit
+        rows.append([name] + list(f.coef) + [float(f.intercept), f"{lf.slope_shift / lf.clean_fit.coef[0]:+.1%}",
+                                            lf.test_mae, lf.test_rmse, f.steps])
+    print(table(["loss"] + feats + ["intercept", "slope moved", "test MAE", "test RMSE", "steps"], rows))
+    print("(fitted with the viral videos; 'slope moved': change of the subscribers_k coefficient against "
+          "the same fit\nwithout them; test error on held-out videos without viral ones)")
+    for name, lf in fits.items():
+        print(f"  {name}: {lf.fit.message}")
+    order = sorted(fits.values(), key=lambda lf: abs(lf.slope_shift), reverse=True)
+    print("\nThe viral videos moved the slope most under " + ", then ".join(lf.loss for lf in order)
+          + "; MAE and Huber predict the typical video better.")
+
+
+def _print_entropy(ent) -> None:
+    heading("3. Entropy and cross-entropy, in bits")
+    rows = [[name, len(p), bits] for name, (p, bits) in ent.entropies.items()]
+    print(table(["distribution", "outcomes", "entropy (bits)"], rows))
+    truth = ent.classes[ent.true_class]
+    print(f"\nA video turned out '{truth}'. Cross-entropy of three predictions over "
+          f"({', '.join(ent.classes)}):")
+    rows = [[name] + list(p) + [bits] for name, (p, bits) in ent.predictions.items()]
+    print(table(["prediction"] + [f"p({c})" for c in ent.classes] + ["cross-entropy (bits)"], rows))
+    print("Confident and wrong costs more than uncertain; cross-entropy is -log2 p(what happened).")
+
+
+def _print_classification(res) -> None:
+    heading("4. Classification: is it a hit? (top quarter of views)")
+    rows = [[name, cf.train_accuracy, cf.test_accuracy, pct(cf.beyond_margin), cf.fit.steps]
+            for name, cf in res.fits.items()]
+    print(table(["loss", "train accuracy", "test accuracy", "beyond margin (y s >= 1)", "steps"], rows))
+    print("\nThe loss of one positive example at each margin y s:")
+    rows = [[name] + list(values) for name, values in res.margin_losses.items()]
+    print(table(["loss"] + [f"{m:g}" for m in res.margins], rows))
+    print("Hinge is exactly 0 once y s >= 1 (those videos stop pulling: only the support vectors matter);\n"
+          "cross-entropy keeps rewarding more confidence, and punishes confident mistakes without bound.")
+
+
+def _print_sweep(res) -> None:
+    best = res.best
+    feats = list(res.features)
+    rows = []
+    for i, h in enumerate(res.grid):
+        rows.append([h, res.val_mae[i], res.val_rmse[i]] + list(res.coef[i])
+                    + [float(res.intercept[i]), int(res.steps[i]), "*" if i == best else ""])
+    print(table([res.hyperparameter, "val MAE", "val RMSE"] + feats + ["intercept", "steps", "best"], rows))
+    print(f"* best {res.hyperparameter} by validation {res.metric.upper()}: {res.grid[best]:.4g}")
+    stopped = sorted(set(res.messages))
+    print("status: " + "; ".join(f"{m} ({res.messages.count(m)})" for m in stopped))
+
+
+def _figures(draw: Callable[[Any], list], out: str) -> None:
+    plots = _plots()
+    paths = draw(plots)
+    print(f"\nFigures written to {out}/: " + ", ".join(Path(p).name for p in paths))
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from jloss import demo
+
+    if args.plots:
+        _plots()  # say what to install before any work
+    videos = demo.make_videos(seed=args.seed)
+    print("jloss demo: choosing a loss, told with (synthetic) video view counts")
+    print("=" * 70)
+    _print_data(videos)
+    _print_scoreboard(demo.score_predictions(videos))
+    fits = demo.fit_losses(videos, steps=args.steps, progress=args.progress)
+    _print_fits(videos, fits)
+    _print_entropy(demo.entropy_examples())
+    classes = demo.classify(videos, steps=args.steps, progress=args.progress)
+    _print_classification(classes)
+    heading("5. Huber's delta, swept in one vmapped program (jloss.sweep)")
+    swept = demo.demo_sweep(videos, steps=args.steps, progress=args.progress)
+    _print_sweep(swept)
+    print("Small deltas act like MAE and resist the viral videos; large ones act like MSE.")
+    if args.plots:
+        _figures(lambda plots: plots.demo_figures(videos, fits, classes, swept, args.out), args.out)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- jloss fit
+
+
+def _fit_arguments(p: argparse.ArgumentParser) -> None:
+    _add_csv(p, required=True)
+    g = p.add_argument_group("model")
+    g.add_argument("--loss", default="mse", help="a registered loss (see `jloss losses`; default: mse)")
+    g.add_argument("--delta", "--tau", "--epsilon", "--label-smoothing", "--hyperparameter", dest="hyper",
+                   type=float, default=None, metavar="VALUE",
+                   help="the loss's hyperparameter (Huber/pseudo-Huber delta, quantile tau, ...; "
+                        "default: the loss's own)")
+    g.add_argument("--l2", type=float, default=0.0, help="L2 penalty 0.5 * l2 * |w|^2 (default: 0)")
+    _add_optimizer(p, "lbfgs", 500)
+    _add_progress(p)
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT ('-' for stdout)")
+
+
+def _fit_metrics(kind: str, fit, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    pred = fit.predict(X)
+    if kind == "regression":
+        return {"MAE": float(np.abs(pred - y).mean()), "RMSE": float(np.sqrt(np.square(pred - y).mean()))}
+    if kind == "multiclass":
+        return {"accuracy": float(np.mean(pred.argmax(axis=1) == y))}
+    positive = y > 0  # labels {0, 1} or {-1, +1}
+    return {"accuracy": float(np.mean((pred > 0) == positive))}
+
+
+def _binary_labels(info, y: np.ndarray) -> np.ndarray:
+    """Labels in the domain a binary loss wants: 0/1 and -1/+1 are mapped onto each other (with
+    a note) when the loss rejects the given ones; anything else is left for the loss to report."""
+    import jax.numpy as jnp
+
+    if info.kind != "binary":
+        return y
+    try:
+        info.fn(jnp.zeros(y.shape, jnp.float32), jnp.asarray(y, jnp.float32))
+        return y
+    except ValueError:
+        pass
+    values = set(np.unique(y).tolist())
+    if values <= {0.0, 1.0}:
+        note(f"{info.name} wants labels -1/+1: mapped 0 -> -1 and 1 -> +1")
+        return 2.0 * y - 1.0
+    if values <= {-1.0, 1.0}:
+        note(f"{info.name} wants labels in [0, 1]: mapped -1 -> 0 and +1 -> 1")
+        return (y + 1.0) / 2.0
+    return y
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from jloss.linear import fit_linear, loss_info, make_optimizer
+
+    info = loss_info(args.loss)
+    make_optimizer(args.optimizer, args.lr, max(args.steps, 1))  # unknown names fail before reading data
+    data = _load(args)
+    y = _binary_labels(info, data.y)
+    fit = fit_linear(
+        data.X, y, info.name, args.hyper, optimizer=args.optimizer, learning_rate=args.lr,
+        steps=args.steps, tol=args.tol, standardize=args.standardize, l2=args.l2, progress=args.progress,
+    )
+    hyper = f" ({info.hyperparameter}={fit.hyperparameter:g})" if info.hyperparameter else ""
+    print(f"jloss fit: {info.name}{hyper} on {data.source}: {len(data.y)} rows, {len(data.features)} "
+          f"features -> {data.target!r}; optimizer {args.optimizer}")
+    coef = np.atleast_2d(fit.coef.T).T  # (d, outputs)
+    intercept = np.atleast_1d(fit.intercept)
+    outputs = ["coefficient"] if coef.shape[1] == 1 else [f"class {k}" for k in range(coef.shape[1])]
+    rows = [[f] + list(c) for f, c in zip(data.features, coef)] + [["(intercept)"] + list(intercept)]
+    print(table(["feature"] + outputs, rows))
+    metrics = _fit_metrics(info.kind, fit, data.X, y)
+    r = fit.result
+    print(f"\nfinal loss: {fmt(fit.final_loss)}   gradient norm: {fmt(float(r.grad_norm))}   "
+          + "   ".join(f"training {k}: {fmt(v)}" for k, v in metrics.items()))
+    print(f"status: {fit.message} after {fit.steps} steps")
+    if args.json:
+        write_json({
+            "loss": info.name, "hyperparameter": {info.hyperparameter: fit.hyperparameter} if info.hyperparameter else {},
+            "optimizer": args.optimizer, "csv": data.source, "target": data.target, "features": list(data.features),
+            "rows": len(data.y), "dropped_rows": data.dropped, "standardized": args.standardize,
+            "coefficients": {f: c.tolist() if c.size > 1 else float(c[0]) for f, c in zip(data.features, coef)},
+            "intercept": intercept.tolist() if intercept.size > 1 else float(intercept[0]),
+            "final_loss": fit.final_loss, "grad_norm": float(r.grad_norm), "steps": fit.steps,
+            "converged": bool(r.converged), "status": int(r.status), "message": fit.message,
+            "training_metrics": metrics,
+        }, args.json)
+    return EXIT_FAILED if not np.isfinite(fit.final_loss) or "non-finite" in fit.message else EXIT_OK
+
+
+# --------------------------------------------------------------------------- jloss sweep
+
+
+def _sweep_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--deltas", "--grid", dest="grid", default="logspace:0.1:30:12", metavar="GRID",
+                   help="values of the hyperparameter: 0.1,0.5,1,2,5 or logspace:START:STOP:COUNT or "
+                        "linspace:START:STOP:COUNT (default: logspace:0.1:30:12)")
+    p.add_argument("--loss", default="huber",
+                   help="a regression loss with a hyperparameter (default: huber; also pseudo_huber, quantile, "
+                        "epsilon_insensitive)")
+    _add_csv(p, required=False)
+    p.add_argument("--val-fraction", type=float, default=0.25,
+                   help="share of the CSV rows held out for validation (default: 0.25)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, or of the demo data (default: 0)")
+    p.add_argument("--metric", choices=("mae", "rmse"), default="mae",
+                   help="validation error that picks the best value (default: mae)")
+    _add_optimizer(p, "adam", 500)
+    _add_plots(p, "sweep.png")
+    _add_progress(p)
+    p.add_argument("--json", metavar="OUT", help="also write the table as JSON to OUT ('-' for stdout)")
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from jloss import demo
+    from jloss.data import split
+    from jloss.linear import make_optimizer
+
+    grid = demo.parse_grid(args.grid)
+    make_optimizer(args.optimizer, args.lr, max(args.steps, 1))
+    if args.steps < 1:
+        raise UserError(f"--steps must be at least 1, got {args.steps}")
+    if args.plots:
+        _plots()
+    if args.csv is None:
+        if args.target or args.features:
+            raise UserError("--target and --features need --csv FILE")
+        videos = demo.make_videos(seed=args.seed)
+        X, y, X_val, y_val, features = videos.X, videos.views, videos.X_test, videos.views_test, videos.features
+        source = (f"the demo's synthetic videos (seed {args.seed}): {len(y)} for training (with viral ones), "
+                  f"{len(y_val)} held out without")
+    else:
+        if not args.target:
+            raise UserError("--csv needs --target COLUMN")
+        data = _load(args)
+        train, val = split(len(data.y), args.val_fraction, args.seed)
+        X, y, X_val, y_val, features = data.X[train], data.y[train], data.X[val], data.y[val], data.features
+        source = f"{data.source}: {len(train)} rows for training, {len(val)} for validation (seed {args.seed})"
+    lr = args.lr if args.lr is not None or args.optimizer != "adam" else 0.5
+    res = demo.delta_sweep(X, y, X_val, y_val, grid, loss=args.loss, features=features, optimizer=args.optimizer,
+                           learning_rate=lr, steps=args.steps, tol=args.tol, metric=args.metric,
+                           progress=args.progress)
+    print(f"jloss sweep: {res.loss} {res.hyperparameter} over {len(grid)} values in one jloss.sweep program")
+    print(f"data: {source}")
+    _print_sweep(res)
+    if args.json:
+        write_json({
+            "loss": res.loss, "hyperparameter": res.hyperparameter, "grid": res.grid, "features": list(features),
+            "val_mae": res.val_mae, "val_rmse": res.val_rmse, "coefficients": res.coef, "intercept": res.intercept,
+            "train_loss": res.train_loss, "steps": res.steps, "messages": res.messages, "metric": res.metric,
+            "best": {"index": res.best, res.hyperparameter: float(res.grid[res.best])},
+        }, args.json)
+    if args.plots:
+        _figures(lambda plots: [plots.save(plots.sweep_figure(res), Path(args.out) / "sweep.png")], args.out)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- jloss losses
+
+
+def _losses_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plot", action="store_true", help="draw each loss and its derivative into DIR/losses.png")
+    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help=f"folder for --plot (default: {DEFAULT_OUT}/)")
+
+
+def run_losses(args: argparse.Namespace) -> int:
+    from jloss import registry
+
+    plots = _plots() if args.plot else None
+    rows = []
+    for name in registry.available():
+        i = registry.info(name)
+        hyper = f"{i.hyperparameter}={i.default:g}" if i.hyperparameter else ""
+        rows.append([name, i.kind, hyper, i.formula])
+    print(table(["loss", "kind", "hyperparameter", "formula (r = prediction - target; y s = margin)"], rows))
+    print("\nEvery loss: jloss.<name>(predictions, targets, [hyperparameter], *, weights=None, where=None, "
+          'reduction="mean")')
+    if plots is not None:
+        path = plots.save(plots.losses_figure(registry.available()), Path(args.out) / "losses.png")
+        print(f"\nFigure written to {path}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- jloss bench
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    try:
+        bench = importlib.import_module("jloss.benchmarks")
+    except ModuleNotFoundError as e:
+        if e.name not in ("jloss.benchmarks",):
+            raise UserError(f"the benchmark suite needs {e.name}, which is not installed: "
+                            "pip install 'jloss[bench]'") from None
+        raise UserError("the benchmark suite (jloss.benchmarks) is not part of this installation") from None
+    try:
+        code = bench.main(list(args.rest))
+    except SystemExit as e:  # its own argparse: --help, or a usage error it already printed
+        code = e.code if isinstance(e.code, int) or e.code is None else EXIT_USAGE
+    return EXIT_OK if code is None else int(code)
+
+
+for _command in (
+    Command("demo", "the view-count story: MSE, MAE, Huber, entropy, hinge, with numbers and figures",
+            _demo_arguments, run_demo,
+            description="Tell the view-count story on a seeded SYNTHETIC data set: how one viral video "
+                        "dominates MSE, fits with MSE/MAE/Huber, entropy in bits, cross-entropy vs hinge, "
+                        "and a Huber delta sweep. Prints tables; writes PNG figures into --out."),
+    Command("fit", "fit a linear model to your CSV with any registered loss and optimizer",
+            _fit_arguments, run_fit,
+            description="Fit predictions = X w + b to a CSV file by minimizing a registered loss with "
+                        "jloss.minimize. Regression losses predict the target; binary losses (hinge: "
+                        "labels -1/+1, binary_cross_entropy: 0/1) and multi-class losses (class ids 0..C-1) "
+                        "classify. Prints coefficients, final loss and status."),
+    Command("sweep", "sweep Huber's delta (or another hyperparameter) in one vmapped program",
+            _sweep_arguments, run_sweep,
+            description="Fit the linear model once per value of a loss hyperparameter in one jloss.sweep "
+                        "program, on the demo's synthetic data or on a CSV (with a validation split); "
+                        "print validation error and coefficients against the value and draw sweep.png."),
+    Command("losses", "list the registered losses with their formulas (--plot draws them)",
+            _losses_arguments, run_losses),
+    Command("bench", "run the benchmark suite (arguments go to it; try `jloss bench --help`)",
+            lambda p: None, run_bench, passthrough=True),
+):
+    register_command(_command)
+del _command
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each subcommand's parser, from :data:`COMMANDS`."""
+    from jloss import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="jloss: losses, a compiled Optax minimize loop and vmap sweeps for JAX.",
+        epilog="Exit status: 0 success, 1 the fit failed (non-finite loss), 2 a mistake in the input. "
+               "Run `jloss COMMAND --help` for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    parsers = {}
+    for command in COMMANDS.values():
+        p = sub.add_parser(command.name, help=command.help, description=command.description or command.help,
+                           add_help=not command.passthrough)
+        command.add_arguments(p)
+        p.set_defaults(_command=command)
+        parsers[command.name] = p
+    return parser, parsers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``jloss`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, parsers = build_parser()
+    try:
+        args, rest = parser.parse_known_args(argv)
+        command = getattr(args, "_command", None)
+        if command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        if rest and not command.passthrough:
+            parsers[command.name].error(f"unrecognized arguments: {' '.join(rest)}")
+        args.rest = rest
+    except SystemExit as e:  # --help, --version and argparse's own usage errors
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    try:
+        return command.run(args)
+    except UserError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `jloss losses | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
