@@ -1,0 +1,102 @@
+"""Smoke test of the benchmark suite: ``--quick`` in-process, then the JSON's fields.
+
+No timed assertion: timings on a shared machine are not test material. What is checked is that
+every workload builds and runs, that every row reports the fields the README and the charts rely
+on, and that the environment (device, CPU, versions, date) is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jloss import benchmarks
+
+ROW_FIELDS = {
+    "name", "kind", "note", "times_s", "median_s", "min_s", "max_s", "spread", "first_call_s",
+    "compile_s", "ratio", "final_loss", "loss_ref", "loss_rel_diff", "loss_rtol", "loss_flag", "error",
+}
+TARGET_FIELDS = {"label", "variant", "baseline", "max_ratio", "ratio", "passed", "status", "detail", "case"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    path = out / "quick.json"
+    md = out / "quick.md"
+    code = benchmarks.main(["--quick", "--json", str(path), "--markdown", str(md)])
+    return code, json.loads(path.read_text()), md.read_text()
+
+
+def test_quick_run_exits_cleanly(quick_run):
+    code, report, _ = quick_run
+    assert code == 0
+    assert report["schema"] == benchmarks.SCHEMA
+    assert report["mode"] == "quick"
+    assert report["repeats"] >= 5
+
+
+def test_environment_is_recorded(quick_run):
+    env = quick_run[1]["environment"]
+    for key in ("platform", "device_kind", "device_count", "cpu_model", "threads", "versions", "date"):
+        assert env[key] not in (None, ""), key
+    assert env["versions"]["jax"] and env["versions"]["optax"]
+    assert "cpu_count" in env["threads"] and "XLA_FLAGS" in env["threads"]
+
+
+def test_every_workload_ran_with_complete_rows(quick_run):
+    report = quick_run[1]
+    ran = {r["workload"] for r in report["results"]}
+    assert ran == set(benchmarks.WORKLOADS)
+    for res in report["results"]:
+        assert "error" not in res, res.get("error")
+        assert res["rows"], res["case"]
+        names = [row["name"] for row in res["rows"]]
+        assert res["reference"] in names, res["case"]
+        for row in res["rows"]:
+            assert ROW_FIELDS <= set(row), (res["case"], row["name"], ROW_FIELDS - set(row))
+            assert row["error"] is None, (res["case"], row["name"], row["error"])
+            assert len(row["times_s"]) == report["repeats"]
+            assert row["min_s"] <= row["median_s"] <= row["max_s"]
+            assert row["compile_s"] >= 0
+            if row["kind"] != "floor" and row["final_loss"] is not None:
+                assert row["loss_flag"] is False, (res["case"], row["name"], row["loss_rel_diff"])
+        ref = next(row for row in res["rows"] if row["name"] == res["reference"])
+        assert ref["ratio"] == pytest.approx(1.0)
+
+
+def test_jloss_rows_and_floors_are_present(quick_run):
+    report = quick_run[1]
+    kinds = {(r["workload"], row["kind"]) for r in report["results"] for row in r["rows"]}
+    for w in benchmarks.WORKLOADS:
+        assert (w, "jloss") in kinds, w
+    assert ("small_huber", "floor") in kinds and ("loss_kernel", "floor") in kinds
+
+
+def test_targets_are_evaluated(quick_run):
+    targets = quick_run[1]["targets"]
+    assert targets
+    for t in targets:
+        assert TARGET_FIELDS <= set(t)
+        assert t["status"] in ("PASS", "MISS", "n/a")
+        assert isinstance(t["passed"], bool)
+
+
+def test_markdown_has_tables_device_and_targets(quick_run):
+    md = quick_run[2]
+    assert "**Device:**" in md and "| variant | median |" in md and "#### Targets" in md
+
+
+def test_torch_is_skipped_with_a_note_when_disabled():
+    cfg = benchmarks.Config(quick=True, use_torch=False)
+    assert cfg.torch is None and "PyTorch" in cfg.torch_missing
+
+
+def test_registry_rejects_duplicates_and_cli_rejects_few_repeats(capsys):
+    with pytest.raises(ValueError):
+        benchmarks.workload("small_huber", "again")(lambda cfg: [])
+    assert benchmarks.main(["--repeats", "3"]) == 2
+    assert benchmarks.main(["--only", "nope"]) == 2
+    assert benchmarks.main(["--list"]) == 0
+    assert "loss_kernel" in capsys.readouterr().out
