@@ -174,7 +174,7 @@ def _add_optimizer(p: argparse.ArgumentParser, default: str, steps: int) -> None
 
     g = p.add_argument_group("optimizer")
     g.add_argument("--optimizer", default=default, metavar="NAME",
-                   help="; ".join(f"{k}: {v[1]}" for k, v in OPTIMIZERS.items()) + f" (default: {default})")
+                   help="; ".join(f"{k}: {v[1]}" for k, v in OPTIMIZERS.items()).replace("%", "%%") + f" (default: {default})")
     g.add_argument("--lr", type=float, default=None, metavar="RATE", help="learning rate (adam, sgd; optional for lbfgs)")
     g.add_argument("--steps", type=int, default=steps, help=f"maximum optimizer steps (default: {steps})")
     g.add_argument("--tol", type=float, default=1e-5,

@@ -116,35 +116,48 @@ def per_sample(name: str, predictions, targets, delta: float = DELTA) -> tuple[n
     return np.asarray(value, np.float64), np.asarray(slope, np.float64)
 
 
-def loss_curve(name: str, x, hyperparameter: float | None = None) -> tuple[str, np.ndarray, np.ndarray]:
-    """A registered loss and its derivative (``jax.grad`` of the jloss function) along ``x``.
+AXES = {
+    "regression": "residual r = prediction - target",
+    "binary": "margin y s (label +1)",
+    "multiclass": "margin m = z_true - z_other (2 classes)",
+}
+
+
+def loss_curves(
+    names: Sequence[str], x, hyperparameters: dict[str, float] | None = None
+) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+    """Registered losses and their derivatives (``jax.grad`` of the jloss functions) along ``x``.
 
     ``x`` is the residual r for regression losses, the margin y*s of a positive example for
     binary ones, and the true class's logit margin over one rival (logits ``[m, 0]``, class 0)
-    for multi-class ones. Returns (what x is, loss, derivative).
+    for multi-class ones. Hyperparameters default to each loss's default. Returns, per name,
+    (what x is, loss, derivative). All curves come from one compiled program.
     """
-    info = loss_info(name)
-    hyper = info.default if hyperparameter is None else hyperparameter
-    x = jnp.asarray(x, jnp.float32)
+    infos = [loss_info(n) for n in names]
+    hyper = [(hyperparameters or {}).get(i.name, i.default) or 0.0 for i in infos]
+    curves = _curves(tuple(i.name for i in infos), jnp.asarray(x, jnp.float32), jnp.asarray(hyper, jnp.float32))
+    return {i.name: (AXES[i.kind], np.asarray(v), np.asarray(d)) for i, (v, d) in zip(infos, curves)}
+
+
+def loss_curve(name: str, x, hyperparameter: float | None = None) -> tuple[str, np.ndarray, np.ndarray]:
+    """One loss of :func:`loss_curves`: (what x is, loss, derivative)."""
+    hypers = None if hyperparameter is None else {loss_info(name).name: hyperparameter}
+    return loss_curves([name], x, hypers)[loss_info(name).name]
+
+
+def _along(info, h):
+    """The loss of ``info`` as a function of one residual / margin (see :func:`loss_curves`)."""
+    args = (h,) if info.hyperparameter else ()
     if info.kind == "regression":
-        value, slope = _value_and_slope(info.name, x, jnp.zeros_like(x), jnp.float32(hyper or 0.0))
-        return "residual r = prediction - target", np.asarray(value), np.asarray(slope)
+        return lambda r: info.fn(r, 0.0, *args)
     if info.kind == "binary":
-        value, slope = _value_and_slope(info.name, x, jnp.ones_like(x), jnp.float32(0.0))
-        return "margin y s (label +1)", np.asarray(value), np.asarray(slope)
-    value, slope = _multiclass_curve(info.name, x, jnp.float32(hyper or 0.0))
-    return "margin m = z_true - z_other (2 classes)", np.asarray(value), np.asarray(slope)
+        return lambda s: info.fn(s, 1.0, *args)
+    return lambda m: info.fn(jnp.stack([m, jnp.zeros_like(m)]), 0, *args)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _multiclass_curve(name: str, margins, hyper):
-    info = loss_info(name)
-
-    def one(m):
-        logits = jnp.stack([m, jnp.zeros_like(m)])
-        return info.fn(logits, 0, hyper) if info.hyperparameter else info.fn(logits, 0)
-
-    return jax.vmap(jax.value_and_grad(one))(margins)
+def _curves(names: tuple[str, ...], x, hypers):
+    return [jax.vmap(jax.value_and_grad(_along(loss_info(n), hypers[k])))(x) for k, n in enumerate(names)]
 
 
 @functools.partial(jax.jit, static_argnums=0)

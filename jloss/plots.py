@@ -53,24 +53,17 @@ def save(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def _curves(ax_loss, ax_slope, name: str, x: np.ndarray, hyper: float | None, i: int, label: str | None = None):
-    from jloss.demo import loss_curve
-
-    xlabel, value, slope = loss_curve(name, x, hyper)
-    label = label or _label(name)
-    ax_loss.plot(x, value, color=_color(name, i), label=label)
-    ax_slope.plot(x, slope, color=_color(name, i), label=label)
-    return xlabel
-
-
 def loss_curves_figure(names: Sequence[str] = ("mse", "mae", "huber"), delta: float = 1.0, span: float = 3.0):
     """MSE, MAE and Huber against the residual, and their derivatives (the pull on the fit)."""
+    from jloss.demo import loss_curves
+
     fig = new_figure(figsize=(10, 4), layout="constrained")
     ax_loss, ax_slope = fig.subplots(1, 2)
     x = np.linspace(-span, span, 601)
-    for i, name in enumerate(names):
-        label = f"Huber (delta={delta:g})" if name == "huber" else None
-        xlabel = _curves(ax_loss, ax_slope, name, x, delta if name == "huber" else None, i, label)
+    for i, (name, (xlabel, value, slope)) in enumerate(loss_curves(names, x, {"huber": delta}).items()):
+        label = f"Huber (delta={delta:g})" if name == "huber" else _label(name)
+        ax_loss.plot(x, value, color=_color(name, i), label=label)
+        ax_slope.plot(x, slope, color=_color(name, i), label=label)
     for ax in (ax_loss, ax_slope):
         ax.axvline(-delta, color="0.8", lw=0.8, ls=":")
         ax.axvline(delta, color="0.8", lw=0.8, ls=":")
@@ -85,6 +78,7 @@ def loss_curves_figure(names: Sequence[str] = ("mse", "mae", "huber"), delta: fl
 
 def losses_figure(names: Sequence[str], span: float = 3.0):
     """Every registered loss (top line) and its derivative (below) against residual or margin."""
+    from jloss.demo import loss_curves
     from jloss.registry import info
 
     cols = 4
@@ -92,12 +86,9 @@ def losses_figure(names: Sequence[str], span: float = 3.0):
     fig = new_figure(figsize=(3.2 * cols, 2.8 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     x = np.linspace(-span, span, 601)
-    for i, (ax, name) in enumerate(zip(axes, names)):
-        twin = ax  # loss and derivative share the axis; the derivative is dashed
-        xlabel = _curves(ax, twin, name, x, None, i)
-        ax.lines[-1].set_linestyle("--")
-        ax.lines[-1].set_label("derivative")
-        ax.lines[-2].set_label("loss")
+    for i, (ax, (name, (xlabel, value, slope))) in enumerate(zip(axes, loss_curves(names, x).items())):
+        ax.plot(x, value, color=_color(name, i), label="loss")
+        ax.plot(x, slope, color=_color(name, i), ls="--", label="derivative")
         ax.axhline(0, color="0.7", lw=0.6)
         ax.set_ylim(-3, 5)
         hyper = info(name).hyperparameter
@@ -185,7 +176,7 @@ def sweep_figure(result: Any):
 def classification_figure(result: Any):
     """Hit classifier: data with both decision boundaries and the hinge margins; the two losses
     against the margin."""
-    from jloss.demo import loss_curve
+    from jloss.demo import loss_curves
 
     fig = new_figure(figsize=(10, 4.2), layout="constrained")
     ax_data, ax_loss = fig.subplots(1, 2)
@@ -207,8 +198,7 @@ def classification_figure(result: Any):
     ax_data.legend(frameon=False, fontsize=8, loc="lower left")
     ax_data.set_title("is it a hit? two linear classifiers", fontsize=10)
     m = np.linspace(-3, 4, 400)
-    for i, name in enumerate(result.fits):
-        _, value, _ = loss_curve(name, m)
+    for i, (name, (_, value, _)) in enumerate(loss_curves(list(result.fits), m).items()):
         ax_loss.plot(m, value, color=_color(name, i), label=_label(name))
     ax_loss.axvline(1.0, color="0.6", ls=":", lw=0.8)
     ax_loss.set_xlabel("margin y s (positive = correct side)")

@@ -1,0 +1,212 @@
+"""The demo's numbers against the mathematics they illustrate.
+
+One demo computation is shared by every test here (module-scoped fixtures); the references are
+independent: NumPy formulas, closed-form least squares, log2 of the probabilities.
+"""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jloss
+from jloss import demo
+from jloss.data import UserError
+
+
+@pytest.fixture(scope="module")
+def videos():
+    return demo.make_videos(seed=0)
+
+
+@pytest.fixture(scope="module")
+def board(videos):
+    return demo.score_predictions(videos)
+
+
+@pytest.fixture(scope="module")
+def fits(videos):
+    return demo.fit_losses(videos)
+
+
+@pytest.fixture(scope="module")
+def classes(videos):
+    return demo.classify(videos, steps=500)
+
+
+def lstsq(X, y):
+    A = np.column_stack([X, np.ones(len(X))])
+    sol = np.linalg.lstsq(A, y, rcond=None)[0]
+    return sol[:-1], sol[-1]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_data_is_seeded_synthetic_and_has_a_handful_of_viral_videos(videos):
+    again = demo.make_videos(seed=0)
+    np.testing.assert_array_equal(videos.views, again.views)
+    assert not np.array_equal(videos.views, demo.make_videos(seed=1).views)
+    assert videos.viral.sum() == 6 and len(videos.views) == 300
+    boost = videos.views - videos.clean_views
+    assert np.all(boost[videos.viral] >= 20) and np.all(boost[~videos.viral] == 0)
+    assert boost.max() == pytest.approx(100.0)
+    # the clean data follow the documented trend: least squares recovers it
+    coef, intercept = lstsq(videos.X, videos.clean_views)
+    np.testing.assert_allclose(coef, demo.TRUE_COEF, rtol=0.15, atol=0.02)
+    assert abs(intercept - demo.TRUE_INTERCEPT) < 0.5
+
+
+def test_make_videos_rejects_too_many_viral_videos():
+    with pytest.raises(UserError, match="n_viral"):
+        demo.make_videos(n=10, n_viral=5)
+
+
+# --------------------------------------------------------------------------- 1. scoring
+
+
+def test_one_viral_video_dominates_mse_not_mae(videos, board):
+    r = videos.trend(videos.X) - videos.views
+    top = videos.top_viral
+    refs = {
+        "mse": r**2,
+        "mae": np.abs(r),
+        "huber": np.where(np.abs(r) <= 1.0, 0.5 * r**2, np.abs(r) - 0.5),
+    }
+    for name, per in refs.items():
+        s = board.shares[name]
+        assert s.mean == pytest.approx(per.mean(), rel=1e-5)
+        assert s.top_share == pytest.approx(per[top] / per.sum(), rel=1e-5)
+        assert s.viral_share == pytest.approx(per[videos.viral].sum() / per.sum(), rel=1e-5)
+    mse, mae, huber = (board.shares[n] for n in ("mse", "mae", "huber"))
+    assert mse.top_share > 0.5  # 1 video of 300 is most of the MSE
+    assert mae.top_share < 0.25 and mae.top_share < mse.top_share / 2
+    assert mae.top_share < huber.top_share < mse.top_share
+    assert mse.viral_share > 0.95 and mae.viral_share < 0.6
+
+
+def test_pull_is_the_derivative(videos, board):
+    r = videos.trend(videos.X) - videos.views
+    typical = np.abs(r[~videos.viral])
+    top = abs(r[videos.top_viral])
+    assert board.shares["mse"].pull_ratio == pytest.approx(top / np.median(typical), rel=1e-4)
+    assert board.shares["mae"].pull_ratio == pytest.approx(1.0)
+    # Huber's pull is capped at delta = 1: the viral video pulls like a residual of 1
+    assert board.shares["huber"].top_pull == pytest.approx(1.0)
+    assert board.shares["huber"].pull_ratio == pytest.approx(1.0 / np.median(np.minimum(typical, 1.0)), rel=1e-4)
+    row = board.rows[0]
+    assert row["viral"] and row["mse"] == pytest.approx(row["error"] ** 2, rel=1e-5)
+
+
+# --------------------------------------------------------------------------- 2. fitting
+
+
+def test_mse_fit_is_least_squares(videos, fits):
+    for data, fit in ((videos.views, fits["mse"].fit), (videos.clean_views, fits["mse"].clean_fit)):
+        coef, intercept = lstsq(videos.X, data)
+        np.testing.assert_allclose(fit.coef, coef, rtol=2e-3, atol=2e-4)
+        assert float(fit.intercept) == pytest.approx(intercept, abs=5e-3)
+
+
+def test_outliers_move_the_mse_slope_most_then_huber_then_mae(fits):
+    shift = {name: abs(lf.slope_shift) for name, lf in fits.items()}
+    assert shift["mse"] > shift["huber"] > shift["mae"]
+    assert shift["mse"] > 5 * shift["huber"]
+    assert fits["mse"].slope_shift > 0  # the viral videos come from big channels: steeper
+
+
+def test_robust_fits_predict_clean_videos_better(fits):
+    assert fits["mae"].test_mae < 0.5 * fits["mse"].test_mae
+    assert fits["huber"].test_mae < 0.5 * fits["mse"].test_mae
+    for lf in fits.values():
+        assert lf.fit.steps >= 1 and lf.fit.history.size == lf.fit.steps
+        assert np.all(np.diff(lf.fit.history[-50:]) <= 1e-3 * abs(lf.fit.history[-1]))
+
+
+def test_mae_fit_minimizes_mae(videos, fits):
+    def mae(coef, intercept):
+        return np.abs(videos.X @ coef + intercept - videos.views).mean()
+
+    fit = fits["mae"].fit
+    best = mae(fit.coef, float(fit.intercept))
+    assert best <= mae(*lstsq(videos.X, videos.views))
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # no nearby point does better (to float32 optimizer accuracy)
+        assert best <= mae(fit.coef * (1 + 0.01 * rng.normal(size=3)), float(fit.intercept) + 0.01 * rng.normal()) + 1e-4
+
+
+# --------------------------------------------------------------------------- 3. entropy
+
+
+def test_entropy_in_bits():
+    ent = demo.entropy_examples()
+    assert ent.entropies["fair coin"][1] == pytest.approx(1.0, abs=1e-6)
+    assert ent.entropies["fair die"][1] == pytest.approx(math.log2(6), abs=1e-6)
+    assert math.log2(6) == pytest.approx(2.585, abs=5e-4)
+    assert ent.entropies["loaded coin (90/10)"][1] == pytest.approx(-0.9 * math.log2(0.9) - 0.1 * math.log2(0.1), abs=1e-6)
+    ce = {k: v[1] for k, v in ent.predictions.items()}
+    assert ce["confident and wrong"] == pytest.approx(-math.log2(0.05), abs=1e-5)
+    assert ce["uncertain"] == pytest.approx(math.log2(3), abs=1e-5)
+    assert ce["confident and right"] == pytest.approx(-math.log2(0.9), abs=1e-5)
+    assert ce["confident and wrong"] > ce["uncertain"] > ce["confident and right"]
+
+
+# --------------------------------------------------------------------------- 4. classification
+
+
+def test_hinge_is_zero_beyond_the_margin_and_cross_entropy_never_is():
+    m = np.array(demo.MARGINS)
+    losses = demo.margin_losses()
+    np.testing.assert_allclose(losses["hinge"], np.maximum(0.0, 1.0 - m), atol=1e-6)
+    assert all(h == 0 for h, mm in zip(losses["hinge"], m) if mm >= 1)
+    np.testing.assert_allclose(losses["binary_cross_entropy"], np.log1p(np.exp(-m)), rtol=1e-5)
+    assert min(losses["binary_cross_entropy"]) > 0
+
+
+def test_classifiers(videos, classes):
+    assert classes.labels.mean() == pytest.approx(0.25, abs=0.01)
+    for name, cf in classes.fits.items():
+        assert cf.train_accuracy > 0.85 and cf.test_accuracy > 0.85, name
+    hinge = classes.fits["hinge"]
+    y = np.where(classes.labels, 1.0, -1.0)
+    per = np.asarray(jloss.hinge(jnp.asarray(hinge.fit.predict(classes.X), jnp.float32), jnp.asarray(y), reduction="none"))
+    assert hinge.beyond_margin == pytest.approx(np.mean(per == 0), abs=1 / len(y))
+    assert 0.5 < hinge.beyond_margin < 1.0  # most videos stop pulling; the rest are support vectors
+
+
+# --------------------------------------------------------------------------- 5. sweep
+
+
+def test_parse_grid():
+    np.testing.assert_allclose(demo.parse_grid("0.1,0.5,1,2,5"), [0.1, 0.5, 1, 2, 5])
+    np.testing.assert_allclose(demo.parse_grid("logspace:0.01:10:4"), [0.01, 0.1, 1, 10])
+    np.testing.assert_allclose(demo.parse_grid("linspace:1:2:3"), [1, 1.5, 2])
+    for bad in ("", "1,x", "logspace:0:1:3", "logspace:1:2", "linspace:1:2:0", "1,inf"):
+        with pytest.raises(UserError):
+            demo.parse_grid(bad)
+
+
+def test_delta_sweep_spans_mae_to_mse(videos):
+    # Huber with delta beyond every residual is 0.5 * MSE: the least-squares solution
+    res = demo.delta_sweep(videos.X, videos.views, videos.X_test, videos.views_test, [0.1, 1.0, 1000.0],
+                           features=videos.features, steps=500)
+    coef, _ = lstsq(videos.X, videos.views)
+    np.testing.assert_allclose(res.coef[2], coef, rtol=2e-3, atol=2e-4)
+    assert res.val_mae[0] < res.val_mae[2]  # small delta resists the viral videos
+    assert res.best in (0, 1) and res.hyperparameter == "delta"
+    assert res.coef.shape == (3, 3) and len(res.messages) == 3
+    with pytest.raises(UserError, match="no hyperparameter"):
+        demo.delta_sweep(videos.X, videos.views, videos.X_test, videos.views_test, [1.0], loss="mse")
+    with pytest.raises(UserError, match="delta"):
+        demo.delta_sweep(videos.X, videos.views, videos.X_test, videos.views_test, [0.0, 1.0])
+
+
+def test_loss_curve_derivatives_come_from_jax_grad():
+    x = np.array([-2.0, -0.5, 0.5, 2.0])
+    _, value, slope = demo.loss_curve("huber", x, 1.0)
+    np.testing.assert_allclose(value, np.where(np.abs(x) <= 1, 0.5 * x**2, np.abs(x) - 0.5), rtol=1e-6)
+    np.testing.assert_allclose(slope, np.clip(x, -1, 1), rtol=1e-6)
+    _, value, slope = demo.loss_curve("cross_entropy", x)
+    np.testing.assert_allclose(value, np.log1p(np.exp(-x)), rtol=1e-5)
+    np.testing.assert_allclose(slope, -1 / (1 + np.exp(x)), rtol=1e-5)
