@@ -200,6 +200,8 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     _add_plots(p, "the figures")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data set (default: 0)")
     p.add_argument("--steps", type=int, default=500, help="optimizer steps per fit (default: 500)")
+    p.add_argument("--save-csv", metavar="FILE",
+                   help="also write the synthetic training videos to FILE, to try `jloss fit` and `jloss sweep` on")
     _add_progress(p)
 
 
@@ -302,6 +304,9 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.plots:
         _plots()  # say what to install before any work
     videos = demo.make_videos(seed=args.seed)
+    if args.save_csv:
+        videos.to_csv(args.save_csv)
+        note(f"wrote the synthetic training videos to {args.save_csv} (target column: views_k)")
     print("jloss demo: choosing a loss, told with (synthetic) video view counts")
     print("=" * 70)
     _print_data(videos)

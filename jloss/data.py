@@ -172,6 +172,19 @@ class Scaler:
         return w, np.asarray(intercept, dtype=np.float64) - (w * m).sum(axis=0)
 
 
+def write_csv(path: str | os.PathLike, columns: dict[str, np.ndarray], digits: int = 6) -> None:
+    """Write equal-length numeric columns as a CSV with a header row (``digits`` significant digits)."""
+    names = list(columns)
+    data = np.column_stack([np.asarray(columns[c], dtype=np.float64) for c in names])
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(names)
+            w.writerows([f"{v:.{digits}g}" for v in row] for row in data)
+    except OSError as e:
+        raise UserError(f"cannot write {os.fspath(path)}: {e.strerror or e}") from None
+
+
 def split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Random (train, validation) index arrays, ``fraction`` of ``n`` (at least one) held out."""
     if not 0 < fraction < 1:

@@ -69,6 +69,12 @@ class Videos:
         """The generator's noise-free trend: the predictions a well-specified model would make."""
         return np.asarray(X) @ TRUE_COEF + TRUE_INTERCEPT
 
+    def to_csv(self, path) -> None:
+        """Write the training videos (features and ``views_k``) as a CSV, to try ``jloss fit`` on."""
+        from jloss.data import write_csv
+
+        write_csv(path, {**{f: self.X[:, j] for j, f in enumerate(self.features)}, "views_k": self.views})
+
     @property
     def top_viral(self) -> int:
         """Index of the most viral video (largest views above its clean value)."""

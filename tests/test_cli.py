@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from jloss import cli, demo
+from jloss.data import load_csv
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -57,7 +58,7 @@ def demo_run(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("demo")
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(["demo", "--out", str(out_dir), "--no-progress"])
+        code = cli.main(["demo", "--out", str(out_dir), "--no-progress", "--save-csv", str(out_dir / "videos.csv")])
     return code, out.getvalue(), err.getvalue(), out_dir
 
 
@@ -82,6 +83,10 @@ def test_demo_prints_every_section_and_writes_figures(demo_run):
         assert section in out
     for name in ("fits.png", "loss_curves.png", "training.png", "classification.png", "sweep.png"):
         assert_png(out_dir / name)
+    assert "wrote the synthetic training videos" in err
+    table = load_csv(out_dir / "videos.csv", "views_k")
+    assert table.features == demo.FEATURES and len(table.y) == 300
+    np.testing.assert_allclose(table.y, demo.make_videos().views, rtol=1e-5)
 
 
 def test_demo_numbers_are_the_demo_functions(demo_run):
