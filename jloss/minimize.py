@@ -1,0 +1,787 @@
+"""``minimize``: one compiled Optax loop with a status code, a loss history and minibatches.
+
+``minimize(fun, init_params, optimizer, ...)`` runs any Optax ``GradientTransformation`` inside a
+single ``lax.while_loop`` and returns a :class:`Result`, a pytree that passes through ``jax.jit``
+and ``jax.vmap``.
+
+Design notes (for the code that builds on this module):
+
+* The solve itself is :func:`_solve`, a plain function
+  ``(fun, optimizer, options) x (params0, args, opt_state0, tol, key, offset) -> Result``:
+  ``fun``/``optimizer``/``options`` are static (Python objects), the rest are arrays. The data in
+  ``args`` is loop-invariant: it is read by the loop body, never stored in the while-loop carry,
+  so a ``vmap`` over hyperparameters (``jloss.sweep``) does not copy it once per member and a
+  ``jax.custom_jvp`` around ``_solve`` (the differentiation module) can treat ``args`` as the
+  differentiable inputs.
+* ``minimize`` validates its inputs on the host, then calls ``_solve_jit``, ``_solve`` under
+  ``jax.jit`` with ``fun``, ``optimizer`` and the options static. A second call with new arrays
+  of the same shapes reuses the compiled program. Static arguments are compared by identity for
+  functions: build the optimizer (and ``fun``) once and reuse them; a fresh
+  ``optax.adam(1e-3)`` or a fresh ``lambda`` is a new cache key and compiles again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+__all__ = ["minimize", "Result", "Status"]
+
+_RUNNING = -1  # internal status of a member that has not stopped yet; never returned
+
+
+class Status(enum.IntEnum):
+    """Why a run stopped. ``Result.status`` holds one of these codes as an int32 array."""
+
+    CONVERGED = 0
+    MAX_STEPS = 1
+    NONFINITE = 2
+
+    @property
+    def message(self) -> str:
+        """A readable sentence for this status."""
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    Status.CONVERGED: "converged: gradient norm <= tol",
+    Status.MAX_STEPS: "max_steps reached",
+    Status.NONFINITE: "stopped: non-finite loss, gradient or params; returned the last finite ones",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What :func:`minimize` returns; a pytree (every field is an array or a pytree of arrays).
+
+    Under ``jax.vmap`` (and in ``jloss.sweep``) every field gets a leading batch axis.
+
+    Attributes:
+      params: the returned parameters, same structure as ``init_params``. If the run stopped on a
+        non-finite value these are the last parameters whose loss and gradient were finite.
+      loss: ``fun(params, *args)`` at the returned ``params`` (full data, also in minibatch mode).
+      grad_norm: global L2 norm of the gradient of ``fun`` at the returned ``params`` (full data).
+      steps: int32, optimizer updates applied by this call (rejected non-finite steps not counted).
+      total_steps: int32, ``steps`` plus the ``total_steps`` of the result passed as ``init``;
+        it positions the minibatch schedule so that a warm start continues it.
+      converged: bool, ``status == Status.CONVERGED``.
+      status: int32 :class:`Status` code; ``message`` turns it into text on the host.
+      history: loss after every update, shape ``(max_steps,)``, ``history[i]`` is the loss after
+        update ``i + 1`` (so ``history[steps - 1] == loss`` in full-batch mode) and NaN from
+        index ``steps`` on; minibatch losses in minibatch mode. ``None`` with ``history=False``.
+      opt_state: the optimizer state that goes with ``params``; pass the result back as
+        ``init=`` to continue exactly where this run stopped.
+    """
+
+    params: Any
+    loss: jax.Array
+    grad_norm: jax.Array
+    steps: jax.Array
+    total_steps: jax.Array
+    converged: jax.Array
+    status: jax.Array
+    history: jax.Array | None
+    opt_state: Any
+
+    @property
+    def message(self) -> str | list:
+        """The status as text: a string, or nested lists of strings for a batched result."""
+        if isinstance(self.status, jax.core.Tracer):
+            raise TypeError(
+                "Result.message is computed on the host; it is not available inside jax.jit or "
+                "jax.vmap. Return the result from the transformed function and read it there."
+            )
+        codes = np.asarray(self.status)
+        if codes.ndim == 0:
+            return Status(int(codes)).message
+        return np.vectorize(lambda c: Status(int(c)).message, otypes=[object])(codes).tolist()
+
+
+jax.tree_util.register_dataclass(
+    Result,
+    data_fields=[f.name for f in dataclasses.fields(Result)],
+    meta_fields=[],
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """The static (hashable) options of a solve; part of the compilation cache key."""
+
+    max_steps: int
+    history: bool
+    batch_size: int | None = None
+    batch_args: tuple[int, ...] = ()  # indices into the ``args`` that ``fun`` receives
+    progress: bool = False
+    name: str = "minimize"  # the public function, for error messages
+
+
+class _Carry(NamedTuple):
+    """The while-loop state. Data (``args``) is deliberately absent: the body closes over it."""
+
+    params: Any
+    opt_state: Any
+    value: jax.Array  # loss at ``params`` (on the current minibatch in minibatch mode)
+    grad: Any  # gradient at ``params``, consumed by the next update
+    step: jax.Array  # updates applied by this call
+    status: jax.Array  # _RUNNING or a Status code
+    history: jax.Array | None
+    perm: jax.Array | None  # this epoch's permutation of the N samples (minibatch mode)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks (host side, at trace time)
+# ----------------------------------------------------------------------------------------------
+
+
+def _is_concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _check_optimizer(name: str, optimizer: Any, what: str = "optimizer") -> None:
+    if isinstance(optimizer, optax.GradientTransformation):
+        return
+    hint = ""
+    if callable(optimizer):
+        hint = (
+            f" It is callable: did you pass the factory instead of calling it, e.g. "
+            f"optax.adam instead of optax.adam(1e-3)?"
+        )
+    raise TypeError(
+        f"{name}: {what} must be an optax.GradientTransformation (for example optax.adam(1e-3) "
+        f"or optax.lbfgs()), got an object of type {type(optimizer).__name__}.{hint}"
+    )
+
+
+def _check_max_steps(name: str, max_steps: Any) -> int:
+    if isinstance(max_steps, (bool, np.bool_)) or not isinstance(max_steps, (int, np.integer)):
+        raise TypeError(
+            f"{name}: max_steps must be a Python int (it fixes the history shape), "
+            f"got {max_steps!r} of type {type(max_steps).__name__}."
+        )
+    if max_steps < 1:
+        raise ValueError(f"{name}: max_steps must be >= 1, got {max_steps}.")
+    return int(max_steps)
+
+
+def _check_tol(name: str, tol: Any) -> Any:
+    if isinstance(tol, (bool, np.bool_)):
+        raise TypeError(f"{name}: tol must be a real number, got {tol!r}.")
+    arr = jnp.asarray(tol) if _is_concrete(tol) else tol
+    if arr.shape != ():
+        raise ValueError(f"{name}: tol must be a scalar, got shape {tuple(arr.shape)}.")
+    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
+        raise TypeError(f"{name}: tol must be a real number, got dtype {arr.dtype}.")
+    if _is_concrete(tol):
+        value = float(np.asarray(tol))
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"{name}: tol must be a finite number >= 0, got {value}.")
+    return tol
+
+
+def _check_args(name: str, args: Any) -> tuple:
+    if not isinstance(args, tuple):
+        raise TypeError(
+            f"{name}: args must be a tuple of the extra positional arguments of fun, got "
+            f"{type(args).__name__}; for a single argument write args=(x,)."
+        )
+    return args
+
+
+def _prepare_params(name: str, params: Any) -> Any:
+    """Arrays with a floating dtype (no weak types, so the loop carry keeps a fixed type)."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    if not leaves:
+        raise ValueError(f"{name}: init_params has no array leaves; there is nothing to minimize.")
+    out = []
+    for path, leaf in leaves:
+        if leaf is None or isinstance(leaf, (str, bytes)):
+            raise TypeError(
+                f"{name}: parameter leaf at init_params{jax.tree_util.keystr(path)} is "
+                f"{leaf!r}; every leaf must be a floating array."
+            )
+        arr = jnp.asarray(leaf)
+        if not jnp.issubdtype(arr.dtype, jnp.floating):
+            raise TypeError(
+                f"{name}: parameter leaf at init_params{jax.tree_util.keystr(path)} has dtype "
+                f"{arr.dtype} (shape {tuple(arr.shape)}); parameters must be floating, e.g. "
+                f"jnp.asarray(x, jnp.float32)."
+            )
+        out.append(lax.convert_element_type(arr, arr.dtype))  # drops weak_type
+    return jax.tree_util.tree_unflatten(treedef, [x for x in out])
+
+
+def _check_progress(name: str, progress: Any) -> bool:
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"{name}: progress must be True or False, got {progress!r}.")
+    if progress:
+        _import_tqdm(name)
+    return bool(progress)
+
+
+def _import_tqdm(name: str = "minimize"):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"{name}(progress=True) needs tqdm, which is not installed. Install it with "
+            "`pip install jloss[progress]` (or `pip install tqdm`)."
+        ) from err
+    return tqdm
+
+
+def _resolve_batching(
+    name: str,
+    args: tuple,
+    batch_size: Any,
+    batch_args: Any,
+    key: Any,
+    *,
+    shift: int = 0,
+) -> tuple[int | None, tuple[int, ...], Any]:
+    """Validate the minibatch options; returns (batch_size, batch_args shifted by ``shift``, key).
+
+    ``shift`` is the number of leading arguments that the solve passes to ``fun`` before the
+    user's ``args`` (1 in a sweep, for the hyperparameter).
+    """
+    if batch_size is None:
+        if batch_args is not None:
+            raise ValueError(
+                f"{name}: batch_args is only used with batch_size; pass batch_size too."
+            )
+        return None, (), None
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"{name}: batch_size must be a Python int or None, got {batch_size!r}.")
+    if batch_size < 1:
+        raise ValueError(f"{name}: batch_size must be >= 1, got {batch_size}.")
+    if key is None:
+        raise ValueError(
+            f"{name}: batch_size={batch_size} needs a PRNG key for the shuffles, e.g. "
+            "key=jax.random.key(0)."
+        )
+    if batch_args is None:
+        batch_args = tuple(range(len(args)))
+        source = "every argument in args (the default; choose others with batch_args=)"
+    else:
+        if isinstance(batch_args, (int, np.integer)):
+            batch_args = (batch_args,)
+        batch_args = tuple(batch_args)
+        for i in batch_args:
+            is_index = isinstance(i, (int, np.integer)) and not isinstance(i, bool)
+            if not is_index or not 0 <= i < len(args):
+                raise ValueError(
+                    f"{name}: batch_args={batch_args} must hold indices into args "
+                    f"(0..{len(args) - 1})."
+                )
+        batch_args = tuple(sorted(set(int(i) for i in batch_args)))
+        source = f"args{list(batch_args)}"
+    if not batch_args:
+        raise ValueError(f"{name}: batch_size={batch_size} but there is no data argument to slice.")
+    n = None
+    first = None
+    for i in batch_args:
+        for path, leaf in jax.tree_util.tree_leaves_with_path(args[i]):
+            where = f"args[{i}]{jax.tree_util.keystr(path)}"
+            shape = np.shape(leaf)
+            if len(shape) == 0:
+                raise ValueError(
+                    f"{name}: minibatch mode slices {source} along a leading axis, but {where} "
+                    "is a scalar. Leave it out with batch_args=(indices of the data arguments)."
+                )
+            if n is None:
+                n, first = shape[0], where
+            elif shape[0] != n:
+                raise ValueError(
+                    f"{name}: minibatch mode slices {source} along their leading axis, which must "
+                    f"be the same N for all of them: {first} has {n} rows but {where} has "
+                    f"{shape[0]}. Pass batch_args= to name the data arguments."
+                )
+    if n is None:
+        raise ValueError(f"{name}: batch_size={batch_size} but {source} hold no arrays.")
+    if batch_size > n:
+        raise ValueError(
+            f"{name}: batch_size={batch_size} is larger than the number of samples N={n} "
+            f"(leading axis of {first})."
+        )
+    return int(batch_size), tuple(i + shift for i in batch_args), key
+
+
+def _resolve_init(name: str, init: Any, params: Any) -> tuple[Any, Any, Any]:
+    """Returns (params0, opt_state0 or None, offset) for a warm start."""
+    if init is None:
+        if params is None:
+            raise ValueError(f"{name}: init_params is None; pass parameters or init=result.")
+        return params, None, jnp.zeros((), jnp.int32)
+    if isinstance(init, Result):
+        if params is not None:
+            raise ValueError(
+                f"{name}: init is a Result, which continues from its own params; pass "
+                "init_params=None. (To start other params from its optimizer state, pass "
+                "init=result.opt_state.)"
+            )
+        return init.params, init.opt_state, init.total_steps
+    if params is None:
+        raise ValueError(
+            f"{name}: init is an optimizer state, so init_params must be given; pass "
+            "init=result (a Result) to continue from its params."
+        )
+    return params, init, jnp.zeros((), jnp.int32)
+
+
+# ----------------------------------------------------------------------------------------------
+# The solve
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_fun_output(name: str, fun: Callable, params: Any, args: tuple) -> None:
+    out = jax.eval_shape(fun, params, *args)
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        shape = getattr(out, "shape", None)
+        if shape is not None:
+            what = f"an array of shape {tuple(shape)}"
+        else:
+            what = f"a {type(out).__name__}"
+        raise ValueError(
+            f"{name}: fun must return a scalar loss (shape ()), but it returned {what}. "
+            "Reduce it, e.g. with jnp.mean or reduction='mean'."
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"{name}: fun must return a floating scalar, got dtype {out.dtype}.")
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return functools.reduce(
+        jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in leaves], jnp.asarray(True)
+    )
+
+
+def _select(pred: jax.Array, new: Any, old: Any) -> Any:
+    """``new`` where ``pred`` else ``old``, leaf by leaf, keeping the types of ``old``."""
+    return jax.tree_util.tree_map(
+        lambda a, b: lax.convert_element_type(jnp.where(pred, a, b), jnp.result_type(b)), new, old
+    )
+
+
+def _as_float(x: Any) -> jax.Array:
+    """A scalar as a strongly typed array of the default float dtype (one cache key for all)."""
+    return lax.convert_element_type(jnp.asarray(x), jnp.result_type(float))
+
+
+def _strong(tree: Any) -> Any:
+    return jax.tree_util.tree_map(lambda x: lax.convert_element_type(x, jnp.result_type(x)), tree)
+
+
+def _finds_value_and_grad(opt_state: Any) -> bool:
+    """True if the state stores the loss and gradient at the new params (optax line searches)."""
+    try:
+        value = optax.tree.get(opt_state, "value")
+        grad = optax.tree.get(opt_state, "grad")
+    except (KeyError, ValueError, TypeError):
+        return False
+    return value is not None and grad is not None and jnp.shape(value) == ()
+
+
+class _Solver:
+    """One minimization problem, split into ``init``/``step``/``finish`` so that loops can be
+    built around it: :func:`_solve` runs ``step`` in a ``lax.while_loop``; ``jloss.sweep`` runs a
+    vmapped ``step`` inside its own loop (with an unbatched iteration counter for its progress
+    bar). Everything here is traceable; ``fun``/``optimizer``/``options`` are Python objects and
+    ``args``/``tol``/``key``/``offset`` are loop-invariant arrays (closed over by ``step``, never
+    part of the carry).
+    """
+
+    def __init__(self, fun, optimizer, options: _Options, args: tuple, tol, key, offset):
+        self.fun = fun
+        self.optimizer = optimizer
+        self.options = options
+        self.args = args
+        self.tol = jnp.asarray(tol)
+        self.key = key
+        self.offset = jnp.asarray(offset, jnp.int32)
+        self.minibatch = options.batch_size is not None
+        self.extra_args = isinstance(optimizer, optax.GradientTransformationExtraArgs)
+        if self.minibatch:
+            data = args[options.batch_args[0]]
+            self.n = jax.tree_util.tree_leaves(data)[0].shape[0]
+            # An epoch is n // batch_size steps; the last partial batch of each epoch is dropped.
+            self.n_batches = self.n // options.batch_size
+
+    # -- minibatch schedule -------------------------------------------------------------------
+
+    def epoch_perm(self, t):
+        """The permutation of the N samples used by global step ``t``'s epoch."""
+        return jax.random.permutation(jax.random.fold_in(self.key, t // self.n_batches), self.n)
+
+    def batch_args(self, perm, t):
+        """The arguments of ``fun`` at global step ``t`` (the whole ``args`` in full-batch mode)."""
+        if not self.minibatch:
+            return self.args
+        bs = self.options.batch_size
+        idx = lax.dynamic_slice_in_dim(perm, (t % self.n_batches) * bs, bs)
+        return tuple(
+            jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), a)
+            if i in self.options.batch_args
+            else a
+            for i, a in enumerate(self.args)
+        )
+
+    # -- evaluation and status ------------------------------------------------------------------
+
+    def reuses_state(self, state) -> bool:
+        """True if the loss and gradient at new params can be read from the optimizer state.
+
+        optax.lbfgs (and any line search storing value and grad) already evaluated them at the new
+        params. Full-batch only: in minibatch mode the next step's batch differs from the one the
+        line search used.
+        """
+        return self.extra_args and not self.minibatch and _finds_value_and_grad(state)
+
+    def value_and_grad(self, params, state, fargs):
+        if self.reuses_state(state):
+            vg = optax.value_and_grad_from_state(lambda p: self.fun(p, *fargs))
+            value, grad = vg(params, state=state)
+        else:
+            value, grad = jax.value_and_grad(self.fun)(params, *fargs)
+        return _strong(value), _strong(grad)
+
+    def status_of(self, finite, grad_norm, step):
+        # tol = 0 disables the gradient test: exactly max_steps steps.
+        converged = (self.tol > 0) & (grad_norm <= self.tol)
+        return jnp.where(
+            ~finite,
+            Status.NONFINITE,
+            jnp.where(
+                converged,
+                Status.CONVERGED,
+                jnp.where(step >= self.options.max_steps, Status.MAX_STEPS, _RUNNING),
+            ),
+        ).astype(jnp.int32)
+
+    # -- the loop pieces ------------------------------------------------------------------------
+
+    def init(self, params0, opt_state0) -> _Carry:
+        options = self.options
+        _check_fun_output(options.name, self.fun, params0, _example_batch(self.args, options))
+        state = self.optimizer.init(params0) if opt_state0 is None else opt_state0
+        state = _strong(state)
+        perm = self.epoch_perm(self.offset) if self.minibatch else None
+        value, grad = self.value_and_grad(params0, state, self.batch_args(perm, self.offset))
+        finite = jnp.isfinite(value) & _all_finite(grad) & _all_finite(params0)
+        step = jnp.zeros((), jnp.int32)
+        history = jnp.full((options.max_steps,), jnp.nan, value.dtype) if options.history else None
+        return _Carry(
+            params=params0,
+            opt_state=state,
+            value=value,
+            grad=grad,
+            step=step,
+            status=self.status_of(finite, optax.tree.norm(grad), step),
+            history=history,
+            perm=perm,
+        )
+
+    def step(self, c: _Carry) -> _Carry:
+        """One update and the evaluation at the new params; a no-op for a stopped member."""
+        running = c.status == _RUNNING
+        t = self.offset + c.step
+        fargs = self.batch_args(c.perm, t)
+        if self.extra_args:
+            updates, state1 = self.optimizer.update(
+                c.grad,
+                c.opt_state,
+                c.params,
+                value=c.value,
+                grad=c.grad,
+                value_fn=lambda p: self.fun(p, *fargs),
+            )
+        else:
+            updates, state1 = self.optimizer.update(c.grad, c.opt_state, c.params)
+        params1 = optax.apply_updates(c.params, updates)
+        if self.minibatch:
+            t1 = t + 1
+            perm1 = lax.cond(
+                t1 % self.n_batches == 0, lambda: self.epoch_perm(t1), lambda: c.perm
+            )
+        else:
+            t1, perm1 = t + 1, None
+        value1, grad1 = self.value_and_grad(params1, state1, self.batch_args(perm1, t1))
+        finite = jnp.isfinite(value1) & _all_finite(grad1) & _all_finite(params1)
+        # A stopped member (under vmap) and a non-finite candidate change nothing.
+        accept = running & finite
+        step1 = c.step + 1
+        status = jnp.where(running, self.status_of(finite, optax.tree.norm(grad1), step1), c.status)
+        history = c.history
+        if history is not None:
+            i = jnp.minimum(c.step, self.options.max_steps - 1)
+            entry = jnp.where(accept, value1, history[i]).astype(history.dtype)
+            history = lax.dynamic_update_index_in_dim(history, entry, i, 0)
+        return _Carry(
+            params=_select(accept, params1, c.params),
+            opt_state=_select(accept, state1, c.opt_state),
+            value=_select(accept, value1, c.value),
+            grad=_select(accept, grad1, c.grad),
+            step=jnp.where(accept, step1, c.step),
+            status=status,
+            history=history,
+            perm=_select(accept, perm1, c.perm) if self.minibatch else None,
+        )
+
+    def finish(self, c: _Carry) -> Result:
+        status = c.status
+        if self.minibatch:
+            # Report the full-data loss and gradient at the returned params.
+            loss, grad = jax.value_and_grad(self.fun)(c.params, *self.args)
+            bad = ~(jnp.isfinite(loss) & _all_finite(grad))
+            status = jnp.where(bad, jnp.int32(Status.NONFINITE), status)
+        else:
+            loss, grad = c.value, c.grad
+        return Result(
+            params=c.params,
+            loss=loss,
+            grad_norm=optax.tree.norm(grad),
+            steps=c.step,
+            total_steps=self.offset + c.step,
+            converged=status == Status.CONVERGED,
+            status=status,
+            history=c.history,
+            opt_state=c.opt_state,
+        )
+
+
+def _solve(
+    fun: Callable,
+    optimizer: optax.GradientTransformation,
+    options: _Options,
+    params0: Any,
+    args: tuple,
+    opt_state0: Any,
+    tol: Any,
+    key: Any,
+    offset: Any,
+) -> Result:
+    """The whole solve as one traceable function (``minimize`` is this under ``jax.jit``).
+
+    ``fun``, ``optimizer`` and ``options`` are static; ``params0``, ``args``, ``opt_state0``
+    (``None``: ``optimizer.init(params0)``), ``tol``, ``key`` (``None`` outside minibatch mode)
+    and ``offset`` (int32, the ``total_steps`` already done) are arrays/pytrees of arrays.
+    """
+    solver = _Solver(fun, optimizer, options, args, tol, key, offset)
+    carry = solver.init(params0, opt_state0)
+    if options.progress:
+        handler = _ProgressBar(options.max_steps, options.name)
+        every = max(1, options.max_steps // 100)
+
+        def report(c, start):
+            jax.debug.callback(handler, c.step, c.status == _RUNNING, c.status, start)
+
+        report(carry, True)
+
+        def body(c):
+            c = solver.step(c)
+            lax.cond(
+                (c.step % every == 0) | (c.status != _RUNNING),
+                lambda c: report(c, False),
+                lambda c: None,
+                c,
+            )
+            return c
+
+    else:
+        body = solver.step
+    carry = lax.while_loop(lambda c: c.status == _RUNNING, body, carry)
+    return solver.finish(carry)
+
+
+def _example_batch(args: tuple, options: _Options) -> tuple:
+    """Shapes of the arguments ``fun`` receives in one step (a batch in minibatch mode)."""
+    if options.batch_size is None:
+        return args
+    bs = options.batch_size
+    return tuple(
+        jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct((bs,) + jnp.shape(x)[1:], jnp.result_type(x)), a
+        )
+        if i in options.batch_args
+        else a
+        for i, a in enumerate(args)
+    )
+
+
+_solve_jit = jax.jit(_solve, static_argnums=(0, 1, 2))
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress bar (host side)
+# ----------------------------------------------------------------------------------------------
+
+
+class _ProgressBar:
+    """Host side of the loop's ``jax.debug.callback``: draws a tqdm bar.
+
+    One object lives in each compiled program and serves every run of it. It is called as
+    ``handler(step, running, status, start)``: ``start`` opens a bar (a fresh bar that has not
+    moved yet is kept, so repeated start calls of one run draw one bar), ``step`` moves it, and
+    the bar closes once ``running`` is 0 (the number of members still running; ``status`` is the
+    status code of a single run, unused in a sweep).
+
+    Under a user's own ``jax.vmap`` of ``minimize`` every member calls it, every step (the 1%
+    guard becomes a select); the bar then closes when the first member stops.
+    ``jloss.sweep`` instead reports once per 1% of the steps for all members together.
+    """
+
+    def __init__(self, total: int, desc: str = "minimize", members: int | None = None):
+        self.total = total
+        self.desc = desc
+        self.members = members  # K in a sweep (shown as "r/K running"), None for minimize
+        self.bar = None
+
+    def __call__(self, step, running, status, start) -> None:
+        """Called from the compiled loop; see the class docstring."""
+        step, running, status = int(step), int(running), int(status)
+        if start and (self.bar is None or self.bar.n > 0):
+            if self.bar is not None:
+                self.bar.close()
+            tqdm = _import_tqdm(self.desc)
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="step", leave=True)
+        bar = self.bar
+        if bar is None:
+            return
+        if self.members is not None and running > 0:
+            bar.set_postfix_str(f"{running}/{self.members} running", refresh=False)
+        if step > bar.n:
+            bar.update(step - bar.n)
+        if running == 0:
+            final = Status(status).name.lower() if status >= 0 else "done"
+            bar.set_postfix_str(final, refresh=False)
+            bar.close()
+            self.bar = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def minimize(
+    fun: Callable[..., jax.Array],
+    init_params: Any,
+    optimizer: optax.GradientTransformation,
+    *,
+    args: tuple = (),
+    max_steps: int = 1000,
+    tol: float = 0.0,
+    history: bool = True,
+    batch_size: int | None = None,
+    batch_args: tuple[int, ...] | None = None,
+    key: Any = None,
+    init: Any = None,
+    progress: bool = False,
+) -> Result:
+    """Minimize ``fun(params, *args)`` with an Optax optimizer in one compiled ``lax.while_loop``.
+
+    Args:
+      fun: ``fun(params, *args) -> scalar`` loss; must be differentiable w.r.t. ``params``.
+      init_params: starting parameters, any pytree of floating arrays; ``None`` when ``init``
+        is a :class:`Result` (which continues from its own ``params``).
+      optimizer: any ``optax.GradientTransformation``. Transformations with extra arguments
+        (``optax.lbfgs()``, line searches, ``optax.contrib.reduce_on_plateau``) receive
+        ``value=``, ``grad=`` and ``value_fn=`` as optax documents; a line search's stored loss
+        and gradient at the new params are reused (``optax.value_and_grad_from_state``) instead
+        of being computed again. Build the optimizer once and reuse the object: it is part of
+        the compilation cache key, compared by identity.
+      args: tuple of extra positional arguments of ``fun`` (data, hyperparameters). They are
+        loop-invariant inputs of the compiled program, not part of its loop state.
+      max_steps: maximum number of optimizer updates (a Python int >= 1).
+      tol: stopping tolerance on the global L2 norm of the gradient (see below); ``0`` disables
+        the test. May be a traced scalar.
+      history: record the loss after every update (``Result.history``).
+      batch_size: minibatch mode (see below); ``None`` (default) uses all data every step.
+      batch_args: in minibatch mode, the indices of the ``args`` that are data, sliced along
+        their leading axis. Default: all of ``args``. Every array leaf of these arguments must
+        have the same leading size N; the other arguments are passed whole.
+      key: PRNG key for the minibatch shuffles; required with ``batch_size``, unused otherwise.
+      init: warm start. A previous :class:`Result` (with ``init_params=None``) continues
+        exactly where it stopped: its ``params``, ``opt_state`` and minibatch position are
+        taken over, so two runs of 500 steps equal one run of 1000, bitwise. Any other value is
+        used as the optimizer state for ``init_params`` (the minibatch schedule then restarts
+        at epoch 0). Cold and warm starts share one compiled program.
+      progress: draw a tqdm progress bar (``pip install jloss[progress]``), fed from the compiled
+        loop by ``jax.debug.callback`` about every 1% of ``max_steps``. Off, nothing is traced.
+        Under your own ``jax.vmap`` the 1% guard becomes a select, so every member calls back
+        every step (slow); ``jloss.sweep`` draws one cheap bar for all its members.
+
+    Stopping rule. Each step applies one update and evaluates the loss and gradient at the new
+    params; the run stops, checked in this order, when
+
+    1. the new loss, gradient or params are not all finite: the step is rejected, the previous
+       params (and their loss and optimizer state) are returned, status ``NONFINITE``;
+    2. ``tol > 0`` and the gradient norm at the new params is ``<= tol``: status ``CONVERGED``;
+    3. ``max_steps`` updates were applied: status ``MAX_STEPS``.
+
+    The starting point is checked the same way (status ``NONFINITE`` or ``CONVERGED`` with
+    ``steps == 0``). Under ``jax.vmap`` every member stops on its own criterion and a stopped
+    member no longer changes while the others go on.
+
+    Minibatch mode (``batch_size=B``): the N samples are shuffled once per epoch with
+    ``jax.random.permutation(jax.random.fold_in(key, epoch), N)`` and each step reads the next
+    B indices of that permutation (``lax.dynamic_slice``) and gathers those rows of the data
+    arguments inside the loop; an epoch is ``N // B`` steps and the last ``N % B`` samples of each
+    permutation are dropped (a different subset every epoch), so every batch has exactly B rows.
+    ``fun`` sees the batch, so a mean-reduced loss is an unbiased estimate of the full loss.
+    ``tol`` is then compared with the *minibatch* gradient norm (noisy; the default ``tol=0``
+    runs ``max_steps`` steps), ``history`` holds minibatch losses, and ``loss``/``grad_norm``
+    of the result are evaluated on the full data at the returned params.
+
+    Returns:
+      a :class:`Result` (see its fields). ``result.message`` gives the status as text.
+
+    Gradients: the loop is a ``lax.while_loop``, which JAX cannot reverse-differentiate;
+    reverse- and forward-mode derivatives of the solution w.r.t. ``args`` come from jloss's
+    differentiation module (implicit differentiation; not part of this function yet).
+
+    Composes with ``jax.jit`` and ``jax.vmap``; calling again with new arrays of the same shapes
+    and dtypes (and the same ``fun``/``optimizer`` objects and options) does not recompile.
+
+    >>> import jax.numpy as jnp, optax
+    >>> from jloss.minimize import minimize
+    >>> fun = lambda w, target: jnp.sum((w - target) ** 2)
+    >>> res = minimize(fun, jnp.zeros(2), optax.sgd(0.1), args=(jnp.array([1.0, -2.0]),), tol=1e-4)
+    >>> res.message, int(res.steps), res.params.round(3).tolist()
+    ('converged: gradient norm <= tol', 48, [1.0, -2.0])
+    """
+    name = "minimize"
+    if not callable(fun):
+        raise TypeError(f"{name}: fun must be callable, got {type(fun).__name__}.")
+    _check_optimizer(name, optimizer)
+    max_steps = _check_max_steps(name, max_steps)
+    tol = _check_tol(name, tol)
+    if not isinstance(history, (bool, np.bool_)):
+        raise TypeError(f"{name}: history must be True or False, got {history!r}.")
+    args = _check_args(name, args)
+    progress = _check_progress(name, progress)
+    batch_size, batch_args, key = _resolve_batching(name, args, batch_size, batch_args, key)
+    params0, opt_state0, offset = _resolve_init(name, init, init_params)
+    params0 = _prepare_params(name, params0)
+    # The optimizer state is built here rather than inside the compiled solve, so that a cold
+    # start and a warm start (init=result) share one compiled program.
+    if opt_state0 is None:
+        opt_state0 = optimizer.init(params0)
+    opt_state0 = _strong(opt_state0)
+    tol = _as_float(tol)
+    options = _Options(
+        max_steps=max_steps,
+        history=bool(history),
+        batch_size=batch_size,
+        batch_args=batch_args,
+        progress=progress,
+    )
+    return _solve_jit(fun, optimizer, options, params0, args, opt_state0, tol, key, offset)
