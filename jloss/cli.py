@@ -375,10 +375,12 @@ def _binary_labels(info, y: np.ndarray) -> np.ndarray:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from jloss.linear import fit_linear, loss_info, make_optimizer
+    from jloss.linear import check_options, fit_linear, loss_info, make_optimizer
+    from jloss.minimize import Status
 
-    info = loss_info(args.loss)
-    make_optimizer(args.optimizer, args.lr, max(args.steps, 1))  # unknown names fail before reading data
+    info = loss_info(args.loss)  # mistakes in the options fail before the data is read
+    check_options(args.steps, args.tol, args.l2)
+    make_optimizer(args.optimizer, args.lr, args.steps)
     data = _load(args)
     y = _binary_labels(info, data.y)
     fit = fit_linear(
@@ -398,6 +400,9 @@ def run_fit(args: argparse.Namespace) -> int:
     print(f"\nfinal loss: {fmt(fit.final_loss)}   gradient norm: {fmt(float(r.grad_norm))}   "
           + "   ".join(f"training {k}: {fmt(v)}" for k, v in metrics.items()))
     print(f"status: {fit.message} after {fit.steps} steps")
+    failed = not np.isfinite(fit.final_loss) or int(r.status) == Status.NONFINITE
+    if failed:
+        note("the fit diverged; try a smaller --lr, --standardize, or --optimizer lbfgs")
     if args.json:
         write_json({
             "loss": info.name, "hyperparameter": {info.hyperparameter: fit.hyperparameter} if info.hyperparameter else {},
@@ -409,7 +414,7 @@ def run_fit(args: argparse.Namespace) -> int:
             "converged": bool(r.converged), "status": int(r.status), "message": fit.message,
             "training_metrics": metrics,
         }, args.json)
-    return EXIT_FAILED if not np.isfinite(fit.final_loss) or "non-finite" in fit.message else EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 # --------------------------------------------------------------------------- jloss sweep
@@ -437,12 +442,11 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
 def run_sweep(args: argparse.Namespace) -> int:
     from jloss import demo
     from jloss.data import split
-    from jloss.linear import make_optimizer
+    from jloss.linear import check_options, make_optimizer
 
     grid = demo.parse_grid(args.grid)
-    make_optimizer(args.optimizer, args.lr, max(args.steps, 1))
-    if args.steps < 1:
-        raise UserError(f"--steps must be at least 1, got {args.steps}")
+    check_options(args.steps, args.tol)
+    make_optimizer(args.optimizer, args.lr, args.steps)
     if args.plots:
         _plots()
     if args.csv is None:

@@ -31,7 +31,7 @@ import numpy as np
 from jloss import classification
 from jloss.data import UserError
 from jloss.linear import (
-    LinearFit, fit_linear_many, init_params, loss_info, make_optimizer, objective, standardized, status_message,
+    LinearFit, check_options, fit_linear_many, init_params, loss_info, make_optimizer, objective, standardized, status_message,
 )
 
 FEATURES = ("subscribers_k", "thumbnail_score", "length_min")
@@ -477,6 +477,7 @@ def delta_sweep(
         raise UserError(f"the sweep fits a regression; {loss!r} is a {info.kind} loss")
     if metric not in ("mae", "rmse"):
         raise UserError(f"the validation metric must be mae or rmse, got {metric!r}")
+    check_options(steps, tol)
     grid = np.asarray(grid, dtype=np.float64)
     scaler, Z = standardized(X, True)
     t = jnp.asarray(y, jnp.float32)

@@ -6,10 +6,11 @@ with features optionally standardised for the optimiser and the coefficients rep
 the original units.
 
 >>> import numpy as np
->>> X = np.arange(20.0).reshape(-1, 1); y = 3.0 * X[:, 0] + 1.0
->>> fit = fit_linear(X, y, "mse", optimizer="lbfgs", steps=100, tol=1e-6)
->>> np.round(fit.coef, 3).tolist(), round(float(fit.intercept), 3)
-([3.0], 1.0)
+>>> X = np.stack([np.arange(60.0) % 7, np.arange(60.0) % 5], axis=1)
+>>> y = 2.0 * X[:, 0] - 3.0 * X[:, 1] + 1.0
+>>> fit = fit_linear(X, y, "mse", optimizer="lbfgs")
+>>> np.round(fit.coef, 3).tolist(), round(float(fit.intercept), 3), fit.message
+([2.0, -3.0], 1.0, 'converged: gradient norm <= tol')
 """
 
 from __future__ import annotations
@@ -142,6 +143,16 @@ def check_hyperparameter(info: registry.LossInfo, value: float | None) -> float:
     return info.default if value is None else float(value)
 
 
+def check_options(steps: int, tol: float, l2: float = 0.0) -> None:
+    """UserError unless ``steps >= 1``, ``tol >= 0`` and ``l2 >= 0`` (all finite)."""
+    if steps < 1:
+        raise UserError(f"--steps must be at least 1, got {steps}")
+    if not (np.isfinite(tol) and tol >= 0):
+        raise UserError(f"--tol must be a number >= 0, got {tol}")
+    if not (np.isfinite(l2) and l2 >= 0):
+        raise UserError(f"--l2 must be a number >= 0, got {l2}")
+
+
 def status_message(status: Any) -> str:
     """The readable message of a minimize status code (``Status(code).message``)."""
     from jloss.minimize import Status
@@ -221,8 +232,7 @@ def fit_linear(
 
     info = loss_info(loss)
     hyper = check_hyperparameter(info, hyperparameter)
-    if steps < 1:
-        raise UserError(f"--steps must be at least 1, got {steps}")
+    check_options(steps, tol, l2)
     opt = make_optimizer(optimizer, learning_rate, steps)
     scaler, Z = standardized(X, standardize)
     targets, classes = prepare_targets(info, y)
@@ -271,6 +281,7 @@ def fit_linear_many(
         raise UserError("fit_linear_many fits one output per model; use fit_linear for multi-class losses")
     names = tuple(dict.fromkeys(i.name for i in infos))
     hypers = [check_hyperparameter(i, h) for i, h in zip(infos, hyperparameters)]
+    check_options(steps, tol, l2)
     opt = make_optimizer(optimizer, learning_rate, steps)
     scaler, Z = standardized(X, standardize)
     Y = jnp.asarray(np.stack([np.asarray(t, np.float64) for t in targets]), jnp.float32)

@@ -161,6 +161,13 @@ def test_fit_hinge_maps_01_labels_and_shows_progress(capsys, linear_csv):
     assert accuracy > 0.9
 
 
+def test_a_diverging_fit_exits_1(capsys, linear_csv):
+    code, out, err = run(capsys, "fit", "--csv", str(linear_csv), "--target", "y", "--features", "x1", "x2",
+                         "--optimizer", "sgd", "--lr", "1e6", "--steps", "5", "--no-progress")
+    assert code == 1
+    assert "status: stopped: non-finite" in out and "the fit diverged" in err
+
+
 # --------------------------------------------------------------------------- sweep
 
 
@@ -241,6 +248,9 @@ def bad_csvs(tmp_path_factory):
          "delta must be > 0"),
         (["fit", "--csv", "{linear}", "--target", "y", "--features", "x1", "--loss", "hinge"],
          "targets must be labels in {-1, +1}"),
+        (["fit", "--csv", "{linear}", "--target", "y", "--tol", "-1"], "--tol must be a number >= 0"),
+        (["fit", "--csv", "{linear}", "--target", "y", "--l2", "-0.5"], "--l2 must be a number >= 0"),
+        (["fit", "--csv", "{linear}", "--target", "y", "--steps", "0"], "--steps must be at least 1"),
         (["sweep", "--deltas", "1,two"], "cannot read the grid '1,two'"),
         (["sweep", "--deltas", "0,1"], "delta must be > 0"),
         (["sweep", "--loss", "mae"], "has no hyperparameter to sweep"),
