@@ -82,7 +82,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "
 def heading(text: str) -> None:
     print()
     print(text)
-    print("-" * len(text))
+    print("-" * len(text), flush=True)  # before any progress bar on stderr
 
 
 def note(text: str) -> None:
@@ -238,7 +238,6 @@ def _print_scoreboard(board) -> None:
 def _print_fits(videos, fits) -> None:
     from jloss import demo
 
-    heading("2. Fitting the model with each loss (jloss.minimize, Adam)")
     feats = list(videos.features)
     rows = [["true trend"] + list(demo.TRUE_COEF) + [demo.TRUE_INTERCEPT, "", "", "", ""]]
     for name, lf in fits.items():
@@ -268,7 +267,6 @@ def _print_entropy(ent) -> None:
 
 
 def _print_classification(res) -> None:
-    heading("4. Classification: is it a hit? (top quarter of views)")
     rows = [[name, cf.train_accuracy, cf.test_accuracy, pct(cf.beyond_margin), cf.fit.steps]
             for name, cf in res.fits.items()]
     print(table(["loss", "train accuracy", "test accuracy", "beyond margin (y s >= 1)", "steps"], rows))
@@ -311,9 +309,11 @@ def run_demo(args: argparse.Namespace) -> int:
     print("=" * 70)
     _print_data(videos)
     _print_scoreboard(demo.score_predictions(videos))
+    heading("2. Fitting the model with each loss (jloss.sweep of jloss.minimize, Adam)")
     fits = demo.fit_losses(videos, steps=args.steps, progress=args.progress)
     _print_fits(videos, fits)
     _print_entropy(demo.entropy_examples())
+    heading("4. Classification: is it a hit? (top quarter of views)")
     classes = demo.classify(videos, steps=args.steps, progress=args.progress)
     _print_classification(classes)
     heading("5. Huber's delta, swept in one vmapped program (jloss.sweep)")
