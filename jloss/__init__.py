@@ -5,7 +5,9 @@ where=None, reduction="mean")``; see :mod:`jloss.reduction` for the semantics of
 """
 
 from jloss.classification import binary_cross_entropy, cross_entropy, hinge, multiclass_hinge, squared_hinge
+from jloss.minimize import Result, Status, minimize
 from jloss.registry import LossInfo, available, get, info, register
 from jloss.regression import epsilon_insensitive, huber, log_cosh, mae, mse, pseudo_huber, quantile
+from jloss.sweep import SweepTable, sweep, sweep_best, sweep_member, sweep_table
 
 __version__ = "0.1.0"
