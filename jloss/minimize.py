@@ -120,7 +120,7 @@ class _Options:
     history: bool
     batch_size: int | None = None
     batch_args: tuple[int, ...] = ()  # indices into the ``args`` that ``fun`` receives
-    progress: bool = False
+    progress: int = 0  # number of progress-bar updates over max_steps; 0: no bar
     name: str = "minimize"  # the public function, for error messages
 
 
@@ -175,7 +175,7 @@ def _check_max_steps(name: str, max_steps: Any) -> int:
 def _check_tol(name: str, tol: Any) -> Any:
     if isinstance(tol, (bool, np.bool_)):
         raise TypeError(f"{name}: tol must be a real number, got {tol!r}.")
-    arr = jnp.asarray(tol) if _is_concrete(tol) else tol
+    arr = np.asarray(tol) if _is_concrete(tol) and not isinstance(tol, jax.Array) else tol
     if arr.shape != ():
         raise ValueError(f"{name}: tol must be a scalar, got shape {tuple(arr.shape)}.")
     if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
@@ -208,23 +208,36 @@ def _prepare_params(name: str, params: Any) -> Any:
                 f"{name}: parameter leaf at init_params{jax.tree_util.keystr(path)} is "
                 f"{leaf!r}; every leaf must be a floating array."
             )
-        arr = jnp.asarray(leaf)
+        arr = leaf if hasattr(leaf, "dtype") else np.asarray(leaf)
         if not jnp.issubdtype(arr.dtype, jnp.floating):
             raise TypeError(
                 f"{name}: parameter leaf at init_params{jax.tree_util.keystr(path)} has dtype "
                 f"{arr.dtype} (shape {tuple(arr.shape)}); parameters must be floating, e.g. "
                 f"jnp.asarray(x, jnp.float32)."
             )
-        out.append(lax.convert_element_type(arr, arr.dtype))  # drops weak_type
+        out.append(lax.convert_element_type(arr, arr.dtype) if _is_weak(leaf) else leaf)
     return jax.tree_util.tree_unflatten(treedef, [x for x in out])
 
 
-def _check_progress(name: str, progress: Any) -> bool:
-    if not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"{name}: progress must be True or False, got {progress!r}.")
-    if progress:
+def _check_progress(name: str, progress: Any) -> int:
+    """``progress`` as a number of bar updates: False -> 0, True -> 100 (about every 1%)."""
+    if isinstance(progress, (bool, np.bool_)):
+        updates = 100 if progress else 0
+    elif isinstance(progress, (int, np.integer)) and progress >= 1:
+        updates = int(progress)
+    else:
+        raise TypeError(
+            f"{name}: progress must be True, False or a number of bar updates >= 1, "
+            f"got {progress!r}."
+        )
+    if updates:
         _import_tqdm(name)
-    return bool(progress)
+    return updates
+
+
+def _progress_every(options: _Options) -> int:
+    """Steps between two progress callbacks."""
+    return max(1, -(-options.max_steps // options.progress))
 
 
 def _import_tqdm(name: str = "minimize"):
@@ -319,7 +332,7 @@ def _resolve_init(name: str, init: Any, params: Any) -> tuple[Any, Any, Any]:
     if init is None:
         if params is None:
             raise ValueError(f"{name}: init_params is None; pass parameters or init=result.")
-        return params, None, jnp.zeros((), jnp.int32)
+        return params, None, np.zeros((), np.int32)
     if isinstance(init, Result):
         if params is not None:
             raise ValueError(
@@ -333,7 +346,7 @@ def _resolve_init(name: str, init: Any, params: Any) -> tuple[Any, Any, Any]:
             f"{name}: init is an optimizer state, so init_params must be given; pass "
             "init=result (a Result) to continue from its params."
         )
-    return params, init, jnp.zeros((), jnp.int32)
+    return params, init, np.zeros((), np.int32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,20 +377,55 @@ def _all_finite(tree: Any) -> jax.Array:
     )
 
 
+def _is_key(x: Any) -> bool:
+    return jax.dtypes.issubdtype(jnp.result_type(x), jax.dtypes.prng_key)
+
+
+def _is_weak(x: Any) -> bool:
+    if isinstance(x, (bool, int, float, complex)):
+        return True
+    if isinstance(x, (jax.Array, jax.core.Tracer)):
+        return jax.typeof(x).weak_type
+    return False  # NumPy arrays and scalars are strongly typed
+
+
 def _select(pred: jax.Array, new: Any, old: Any) -> Any:
     """``new`` where ``pred`` else ``old``, leaf by leaf, keeping the types of ``old``."""
-    return jax.tree_util.tree_map(
-        lambda a, b: lax.convert_element_type(jnp.where(pred, a, b), jnp.result_type(b)), new, old
-    )
+
+    def select(a, b):
+        if _is_key(b):
+            return jax.random.wrap_key_data(
+                jnp.where(pred, jax.random.key_data(a), jax.random.key_data(b)),
+                impl=jax.random.key_impl(b),
+            )
+        return lax.convert_element_type(jnp.where(pred, a, b), jnp.result_type(b))
+
+    return jax.tree_util.tree_map(select, new, old)
 
 
-def _as_float(x: Any) -> jax.Array:
-    """A scalar as a strongly typed array of the default float dtype (one cache key for all)."""
-    return lax.convert_element_type(jnp.asarray(x), jnp.result_type(float))
+def _as_float(x: Any) -> Any:
+    """A scalar as a strongly typed value of the default float dtype (one cache key for all
+    tols; a NumPy scalar for a concrete value, so no device dispatch)."""
+    if _is_concrete(x) and not isinstance(x, jax.Array):
+        return np.asarray(x, dtype=jnp.result_type(float))
+    return lax.convert_element_type(x, jnp.result_type(float))
 
 
 def _strong(tree: Any) -> Any:
-    return jax.tree_util.tree_map(lambda x: lax.convert_element_type(x, jnp.result_type(x)), tree)
+    """The same values without weak types, so that the loop carry keeps one fixed type (only
+    weakly typed leaves are converted: no device dispatch for the others)."""
+    return jax.tree_util.tree_map(
+        lambda x: lax.convert_element_type(x, jnp.result_type(x)) if _is_weak(x) else x, tree
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_state(optimizer: optax.GradientTransformation, params: Any) -> Any:
+    """``optimizer.init(params)`` in one dispatch, strongly typed."""
+    return jax.tree_util.tree_map(
+        lambda x: x if _is_key(x) else lax.convert_element_type(x, jnp.result_type(x)),
+        optimizer.init(params),
+    )
 
 
 def _finds_value_and_grad(opt_state: Any) -> bool:
@@ -578,20 +626,22 @@ def _solve(
     carry = solver.init(params0, opt_state0)
     if options.progress:
         handler = _ProgressBar(options.max_steps, options.name)
-        every = max(1, options.max_steps // 100)
+        every = _progress_every(options)
 
-        def report(c, start):
-            jax.debug.callback(handler, c.step, c.status == _RUNNING, c.status, start)
+        def report(step, status, start):
+            running = (status == _RUNNING).astype(jnp.int32)
+            jax.debug.callback(handler, _pack(step, running, status, start))
 
-        report(carry, True)
+        report(carry.step, carry.status, True)
 
         def body(c):
             c = solver.step(c)
             lax.cond(
                 (c.step % every == 0) | (c.status != _RUNNING),
-                lambda c: report(c, False),
-                lambda c: None,
-                c,
+                lambda step, status: report(step, status, False),
+                lambda step, status: None,
+                c.step,
+                c.status,
             )
             return c
 
@@ -624,12 +674,19 @@ _solve_jit = jax.jit(_solve, static_argnums=(0, 1, 2))
 # ----------------------------------------------------------------------------------------------
 
 
+def _pack(step, running, status, start: bool) -> jax.Array:
+    """The progress callback's one argument (one small transfer instead of four)."""
+    return jnp.stack(
+        [jnp.asarray(x, jnp.int32) for x in (step, running, status, jnp.int32(start))]
+    )
+
+
 class _ProgressBar:
     """Host side of the loop's ``jax.debug.callback``: draws a tqdm bar.
 
-    One object lives in each compiled program and serves every run of it. It is called as
-    ``handler(step, running, status, start)``: ``start`` opens a bar (a fresh bar that has not
-    moved yet is kept, so repeated start calls of one run draw one bar), ``step`` moves it, and
+    One object lives in each compiled program and serves every run of it. It is called with
+    one int32 array ``(step, running, status, start)``: ``start`` opens a bar (a fresh bar that
+    has not moved yet is kept, so repeated start calls of one run draw one bar), ``step`` moves it, and
     the bar closes once ``running`` is 0 (the number of members still running; ``status`` is the
     status code of a single run, unused in a sweep).
 
@@ -644,9 +701,9 @@ class _ProgressBar:
         self.members = members  # K in a sweep (shown as "r/K running"), None for minimize
         self.bar = None
 
-    def __call__(self, step, running, status, start) -> None:
+    def __call__(self, packed) -> None:
         """Called from the compiled loop; see the class docstring."""
-        step, running, status = int(step), int(running), int(status)
+        step, running, status, start = (int(x) for x in np.asarray(packed))
         if start and (self.bar is None or self.bar.n > 0):
             if self.bar is not None:
                 self.bar.close()
@@ -684,7 +741,7 @@ def minimize(
     batch_args: tuple[int, ...] | None = None,
     key: Any = None,
     init: Any = None,
-    progress: bool = False,
+    progress: bool | int = False,
 ) -> Result:
     """Minimize ``fun(params, *args)`` with an Optax optimizer in one compiled ``lax.while_loop``.
 
@@ -715,7 +772,9 @@ def minimize(
         used as the optimizer state for ``init_params`` (the minibatch schedule then restarts
         at epoch 0). Cold and warm starts share one compiled program.
       progress: draw a tqdm progress bar (``pip install jloss[progress]``), fed from the compiled
-        loop by ``jax.debug.callback`` about every 1% of ``max_steps``. Off, nothing is traced.
+        loop by ``jax.debug.callback`` about every 1% of ``max_steps`` (guarded by ``lax.cond``);
+        an int ``n`` asks for about ``n`` updates instead (each callback costs a host round trip,
+        ~0.1-1 ms on CPU: use fewer for short runs). Off, nothing is traced.
         Under your own ``jax.vmap`` the 1% guard becomes a select, so every member calls back
         every step (slow); ``jloss.sweep`` draws one cheap bar for all its members.
 
@@ -773,9 +832,7 @@ def minimize(
     params0 = _prepare_params(name, params0)
     # The optimizer state is built here rather than inside the compiled solve, so that a cold
     # start and a warm start (init=result) share one compiled program.
-    if opt_state0 is None:
-        opt_state0 = optimizer.init(params0)
-    opt_state0 = _strong(opt_state0)
+    opt_state0 = _init_state(optimizer, params0) if opt_state0 is None else _strong(opt_state0)
     tol = _as_float(tol)
     options = _Options(
         max_steps=max_steps,

@@ -9,6 +9,7 @@ member (:func:`sweep_member`).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -28,6 +29,8 @@ from jloss.minimize import (
     _check_tol,
     _Options,
     _prepare_params,
+    _pack,
+    _progress_every,
     _ProgressBar,
     _resolve_batching,
     _Solver,
@@ -81,6 +84,15 @@ def _member_solver(fun, optimizer, options, h, args, tol, key, offset) -> _Solve
     return _Solver(fun, opt, options, (h,) + tuple(args), tol, key, offset)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _cold_start(optimizer, params, grid):
+    """Every member's starting params (``params`` repeated K times) and optimizer state."""
+    k = jax.tree_util.tree_leaves(grid)[0].shape[0]
+    params = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (k,) + jnp.shape(x)), params)
+    state = jax.vmap(lambda h, p: _member_optimizer("sweep", optimizer, h).init(p))(grid, params)
+    return params, _strong(state)
+
+
 def _sweep(fun, optimizer, options, params0, grid, args, opt_state0, tol, key, offset):
     """The sweep as one traceable function; ``params0``, ``opt_state0`` and ``offset`` have a
     leading axis K (one entry per member), ``args``/``tol``/``key`` are shared."""
@@ -98,10 +110,10 @@ def _sweep(fun, optimizer, options, params0, grid, args, opt_state0, tol, key, o
     # Its counter ``it`` stays unbatched, so the progress guard below is a real branch.
     if options.progress:
         handler = _ProgressBar(options.max_steps, options.name, members=k)
-        every = max(1, options.max_steps // 100)
+        every = _progress_every(options)
 
         def report(it, running, start):
-            jax.debug.callback(handler, it, running, -1, start)
+            jax.debug.callback(handler, _pack(it, running, -1, start))
 
     def n_running(c):
         return jnp.sum(c.status == _RUNNING, dtype=jnp.int32)
@@ -145,7 +157,7 @@ def sweep(
     batch_args: tuple[int, ...] | None = None,
     key: Any = None,
     init: Result | None = None,
-    progress: bool = False,
+    progress: bool | int = False,
 ) -> Result:
     """Minimize ``fun(params, h, *args)`` for every hyperparameter ``h`` of ``grid`` at once.
 
@@ -202,16 +214,9 @@ def sweep(
     if init is None:
         if init_params is None:
             raise ValueError(f"{name}: init_params is None; pass parameters or init=result.")
-        params0 = _prepare_params(name, init_params)
-        params0 = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (k,) + x.shape), params0)
         # Built here, not in the compiled sweep, so that cold and warm starts share one program.
-        if isinstance(optimizer, optax.GradientTransformation):
-            opt_state0 = jax.vmap(optimizer.init)(params0)
-        else:
-            opt_state0 = jax.vmap(
-                lambda h, p: _member_optimizer(name, optimizer, h).init(p)
-            )(grid, params0)
-        offset = jnp.zeros((k,), jnp.int32)
+        params0, opt_state0 = _cold_start(optimizer, _prepare_params(name, init_params), grid)
+        offset = np.zeros((k,), np.int32)
     else:
         if not isinstance(init, Result):
             raise TypeError(
@@ -229,8 +234,7 @@ def sweep(
                 "init_params=None."
             )
         params0 = _prepare_params(name, init.params)
-        opt_state0, offset = init.opt_state, init.total_steps
-    opt_state0 = _strong(opt_state0)
+        opt_state0, offset = _strong(init.opt_state), init.total_steps
     tol = _as_float(tol)
     options = _Options(
         max_steps=max_steps,

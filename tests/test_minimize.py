@@ -512,7 +512,8 @@ def test_progress_without_tqdm_names_the_extra(monkeypatch):
         (dict(batch_args=(0,)), ValueError, "batch_args is only used with batch_size"),
         (dict(args=np.zeros(3)), TypeError, "args must be a tuple"),
         (dict(history="yes"), TypeError, "history must be True or False"),
-        (dict(progress=1), TypeError, "progress must be True or False"),
+        (dict(progress=0), TypeError, "progress must be True, False or a number"),
+        (dict(progress="yes"), TypeError, "progress must be True, False or a number"),
     ],
 )
 def test_errors(kwargs, exc, match):

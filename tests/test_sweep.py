@@ -153,7 +153,7 @@ def test_sweep_keeps_data_out_of_the_loop_carry():
 
 
 def test_sweep_progress_bar(capfd):
-    res = _lr_sweep(200, progress=True)
+    res = _lr_sweep(200, progress=10)  # about 10 updates
     jax.block_until_ready(res)
     err = capfd.readouterr().err
     assert "sweep" in err and "200/200" in err and "done" in err
