@@ -463,9 +463,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         train, val = split(len(data.y), args.val_fraction, args.seed)
         X, y, X_val, y_val, features = data.X[train], data.y[train], data.X[val], data.y[val], data.features
         source = f"{data.source}: {len(train)} rows for training, {len(val)} for validation (seed {args.seed})"
-    lr = args.lr if args.lr is not None or args.optimizer != "adam" else 0.5
     res = demo.delta_sweep(X, y, X_val, y_val, grid, loss=args.loss, features=features, optimizer=args.optimizer,
-                           learning_rate=lr, steps=args.steps, tol=args.tol, metric=args.metric,
+                           learning_rate=args.lr, steps=args.steps, tol=args.tol, metric=args.metric,
                            progress=args.progress)
     print(f"jloss sweep: {res.loss} {res.hyperparameter} over {len(grid)} values in one jloss.sweep program")
     print(f"data: {source}")

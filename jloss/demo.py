@@ -6,8 +6,9 @@ handful of viral videos whose views are far above the trend. The sections:
 
 1. :func:`score_predictions` -- one fixed set of predictions scored with MSE, MAE and Huber: how
    much of each loss one viral video makes, and how hard it pulls (the loss's derivative).
-2. :func:`fit_losses` -- the same linear model fitted with each loss through
-   :func:`jloss.minimize`, with and without the viral videos, scored on held-out clean videos.
+2. :func:`fit_losses` -- the same linear model fitted with each loss (:func:`jloss.minimize`,
+   all fits in one :func:`jloss.sweep` program), with and without the viral videos, scored on
+   held-out clean videos.
 3. :func:`entropy_examples` -- entropy in bits (coin, die) and the cross-entropy of a confident
    wrong prediction against an uncertain one, all computed with :func:`jloss.cross_entropy`.
 4. :func:`classify` -- "will this video be a hit?" with cross-entropy (logistic regression) and
@@ -31,7 +32,15 @@ import numpy as np
 from jloss import classification
 from jloss.data import UserError
 from jloss.linear import (
-    LinearFit, check_options, fit_linear_many, init_params, loss_info, make_optimizer, objective, standardized, status_message,
+    LinearFit,
+    check_options,
+    fit_linear_many,
+    init_params,
+    loss_info,
+    make_optimizer,
+    objective,
+    standardized,
+    status_message,
 )
 
 FEATURES = ("subscribers_k", "thumbnail_score", "length_min")
@@ -274,7 +283,6 @@ def fit_losses(
         list(losses) * 2,
         hypers * 2,
         optimizer="adam",
-        learning_rate=0.5,
         steps=steps,
         progress=progress,
     )
@@ -369,7 +377,7 @@ def margin_losses(margins: Sequence[float] = MARGINS) -> dict[str, tuple[float, 
     return {"binary_cross_entropy": tuple(np.asarray(bce).tolist()), "hinge": tuple(np.asarray(hinge).tolist())}
 
 
-def classify(videos: Videos, *, steps: int = 300, l2: float = 0.01, progress: bool = False) -> Classification:
+def classify(videos: Videos, *, steps: int = 500, l2: float = 0.01, progress: bool = False) -> Classification:
     """Fit 'is it a hit?' with binary cross-entropy (labels 0/1) and hinge + L2 (labels -1/+1)."""
     cols = list(CLASSIFIER_FEATURES)
     threshold = float(np.quantile(videos.clean_views, 0.75))
@@ -378,8 +386,8 @@ def classify(videos: Videos, *, steps: int = 300, l2: float = 0.01, progress: bo
     X, X_test = videos.X[:, cols], videos.X_test[:, cols]
     names = ("binary_cross_entropy", "hinge")
     fitted = fit_linear_many(
-        X, [hit.astype(float), np.where(hit, 1.0, -1.0)], names, optimizer="adam", learning_rate=0.5,
-        steps=steps, l2=l2, progress=progress,
+        X, [hit.astype(float), np.where(hit, 1.0, -1.0)], names, optimizer="adam", steps=steps, l2=l2,
+        progress=progress,
     )
     fits = {}
     for name, fit in zip(names, fitted):
@@ -460,7 +468,7 @@ def delta_sweep(
     loss: str = "huber",
     features: Sequence[str] | None = None,
     optimizer: str = "adam",
-    learning_rate: float | None = 0.5,
+    learning_rate: float | None = None,
     steps: int = 500,
     tol: float = 1e-5,
     metric: str = "mae",
@@ -531,7 +539,7 @@ def run(seed: int = 0, *, steps: int = 500, progress: bool = False) -> Demo:
         score_predictions(videos),
         fit_losses(videos, steps=steps, progress=progress),
         entropy_examples(),
-        classify(videos, progress=progress),
+        classify(videos, steps=steps, progress=progress),
         demo_sweep(videos, steps=steps, progress=progress),
     )
 

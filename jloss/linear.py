@@ -29,7 +29,7 @@ from jloss.data import Scaler, UserError
 
 
 def _adam(lr: float | None, steps: int) -> optax.GradientTransformation:
-    return optax.adam(optax.cosine_decay_schedule(0.1 if lr is None else lr, max(steps, 1), alpha=0.01))
+    return optax.adam(optax.cosine_decay_schedule(0.5 if lr is None else lr, max(steps, 1), alpha=0.01))
 
 
 def _sgd(lr: float | None, steps: int) -> optax.GradientTransformation:
@@ -43,7 +43,8 @@ def _lbfgs(lr: float | None, steps: int) -> optax.GradientTransformation:
 #: Optimisers by name: ``make(learning_rate or None, steps)`` and a line for ``--help``.
 OPTIMIZERS: dict[str, tuple[Callable[[float | None, int], optax.GradientTransformation], str]] = {
     "lbfgs": (_lbfgs, "optax.lbfgs with a zoom line search (no learning rate needed)"),
-    "adam": (_adam, "optax.adam, learning rate (default 0.1) cosine-decayed to 1% over the steps"),
+    "adam": (_adam, "optax.adam, learning rate (default 0.5, for standardized features) cosine-decayed to 1% "
+                    "over the steps"),
     "sgd": (_sgd, "optax.sgd, learning rate (default 0.05) cosine-decayed to 1% over the steps"),
 }
 

@@ -180,15 +180,18 @@ def test_sweep_on_demo_data(capsys, tmp_path, no_matplotlib):
     assert not any(tmp_path.iterdir())
 
 
-def test_sweep_on_csv_with_json_and_figure(capsys, linear_csv, tmp_path):
-    code, out, err = run(capsys, "sweep", "--csv", str(linear_csv), "--target", "y", "--features", "x1", "x2",
+def test_sweep_on_csv_with_json_and_figure(capsys, tmp_path):
+    # the README's example (the same data and grid, so its compiled program serves both)
+    demo.make_videos().to_csv(tmp_path / "videos.csv")
+    code, out, err = run(capsys, "sweep", "--csv", str(tmp_path / "videos.csv"), "--target", "views_k",
                          "--deltas", "0.1,0.5,1,2,5", "--no-progress", "--out", str(tmp_path),
                          "--json", str(tmp_path / "sweep.json"))
     assert code == 0, err
-    assert "45 rows for training, 15 for validation" in out
+    assert "225 rows for training, 75 for validation (seed 0)" in out
     data = json.loads((tmp_path / "sweep.json").read_text())
-    assert data["grid"] == [0.1, 0.5, 1, 2, 5] and len(data["val_mae"]) == 5
-    np.testing.assert_allclose(np.asarray(data["coefficients"])[:, 0], 2.0, atol=0.02)
+    assert data["grid"] == [0.1, 0.5, 1, 2, 5] and len(data["val_mae"]) == 5 and data["features"] == list(demo.FEATURES)
+    assert data["best"]["delta"] == data["grid"][int(np.argmin(data["val_mae"]))]
+    np.testing.assert_allclose(np.asarray(data["coefficients"])[:, 0], demo.TRUE_COEF[0], rtol=0.2)
     assert_png(tmp_path / "sweep.png")
 
 

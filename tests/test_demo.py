@@ -32,7 +32,7 @@ def fits(videos):
 
 @pytest.fixture(scope="module")
 def classes(videos):
-    return demo.classify(videos, steps=500)
+    return demo.classify(videos)
 
 
 def lstsq(X, y):
@@ -188,14 +188,18 @@ def test_parse_grid():
 
 
 def test_delta_sweep_spans_mae_to_mse(videos):
-    # Huber with delta beyond every residual is 0.5 * MSE: the least-squares solution
-    res = demo.delta_sweep(videos.X, videos.views, videos.X_test, videos.views_test, [0.1, 1.0, 1000.0],
+    # Huber with delta beyond every residual is 0.5 * MSE: the least-squares solution. (The demo's
+    # grid size, so the demo's compiled program serves.)
+    grid = np.geomspace(0.1, 30.0, 12)
+    grid[-1] = 1000.0
+    res = demo.delta_sweep(videos.X, videos.views, videos.X_test, videos.views_test, grid,
                            features=videos.features, steps=500)
     coef, _ = lstsq(videos.X, videos.views)
-    np.testing.assert_allclose(res.coef[2], coef, rtol=2e-3, atol=2e-4)
-    assert res.val_mae[0] < res.val_mae[2]  # small delta resists the viral videos
-    assert res.best in (0, 1) and res.hyperparameter == "delta"
-    assert res.coef.shape == (3, 3) and len(res.messages) == 3
+    np.testing.assert_allclose(res.coef[-1], coef, rtol=2e-3, atol=2e-4)
+    assert res.val_mae[0] < res.val_mae[-1]  # small delta resists the viral videos
+    assert np.all(np.diff(res.coef[:, 0]) > -1e-4)  # the slope grows as delta lets the viral videos pull
+    assert res.grid[res.best] < 3 and res.hyperparameter == "delta"
+    assert res.coef.shape == (12, 3) and len(res.messages) == 12
     with pytest.raises(UserError, match="no hyperparameter"):
         demo.delta_sweep(videos.X, videos.views, videos.X_test, videos.views_test, [1.0], loss="mse")
     with pytest.raises(UserError, match="delta"):
