@@ -99,3 +99,22 @@ def test_demo_numbers_quoted_in_the_readme():
     assert (f"is {cli.pct(mse.top_share)} of the MSE but {cli.pct(mae.top_share)} of the MAE "
             f"({cli.pct(huber.top_share)} of Huber's)") in " ".join(TEXT.split())
     assert f"is {mse.pull_ratio:.0f} times a typical video's under MSE" in TEXT
+
+
+def test_fit_and_classification_numbers_quoted_in_the_readme():
+    videos = demo.make_videos(seed=0)
+    fits = demo.fit_losses(videos)
+    text = " ".join(TEXT.split())
+    moved = {n: f"{lf.slope_shift / lf.clean_fit.coef[0]:+.0%}" for n, lf in fits.items()}
+    assert (f"move the MSE slope by {moved['mse']}, the Huber slope by {moved['huber']} and the MAE slope by "
+            f"{moved['mae']}") in text
+    assert (f"MAE and Huber err by {fits['mae'].test_mae:.2f}k views on average, MSE by "
+            f"{fits['mse'].test_mae:.2f}k") in text
+    assert abs(fits["huber"].test_mae - fits["mae"].test_mae) < 0.005
+    ent = demo.entropy_examples()
+    assert f"costs {ent.predictions['confident and wrong'][1]:.2f} bits" in text
+    classes = demo.classify(videos)
+    hinge, bce = classes.fits["hinge"], classes.fits["binary_cross_entropy"]
+    assert f"({hinge.beyond_margin:.0%} of the videos there stop pulling" in text
+    assert f"similar accuracy ({bce.test_accuracy:.2f} on held-out videos)" in text
+    assert abs(hinge.test_accuracy - bce.test_accuracy) < 0.01
