@@ -33,6 +33,8 @@ import numpy as np
 import optax
 from jax import lax
 
+from jloss.sharding import _minibatch_options
+
 __all__ = ["minimize", "Result", "Status"]
 
 _RUNNING = -1  # internal status of a member that has not stopped yet; never returned
@@ -122,6 +124,12 @@ class _Options:
     batch_args: tuple[int, ...] = ()  # indices into the ``args`` that ``fun`` receives
     progress: int = 0  # number of progress-bar updates over max_steps; 0: no bar
     name: str = "minimize"  # the public function, for error messages
+    # Minibatches drawn per shard of the data (jloss.sharding): D > 1 shards of N / D rows, each
+    # step taking B / D rows of every shard; ``batch_sharding`` (a NamedSharding of the leading
+    # axis, or None) keeps that gather on the devices that hold the rows.
+    batch_shards: int = 1
+    batch_sharding: Any = None
+
 
 
 class _Carry(NamedTuple):
@@ -460,23 +468,54 @@ class _Solver:
         if self.minibatch:
             data = args[options.batch_args[0]]
             self.n = jax.tree_util.tree_leaves(data)[0].shape[0]
+            # D shards of n // D rows, each giving batch_size // D rows per step (D = 1 unsharded).
+            self.shards = options.batch_shards
             # An epoch is n // batch_size steps; the last partial batch of each epoch is dropped.
-            self.n_batches = self.n // options.batch_size
+            self.n_batches = (self.n // self.shards) // (options.batch_size // self.shards)
 
     # -- minibatch schedule -------------------------------------------------------------------
 
     def epoch_perm(self, t):
-        """The permutation of the N samples used by global step ``t``'s epoch."""
-        return jax.random.permutation(jax.random.fold_in(self.key, t // self.n_batches), self.n)
+        """The permutation of the N samples used by global step ``t``'s epoch; with D shards, a
+        permutation of each shard's N / D rows, shape (D, N / D)."""
+        key = jax.random.fold_in(self.key, t // self.n_batches)
+        if self.shards == 1:
+            return jax.random.permutation(key, self.n)
+        local = self.n // self.shards
+        perms = jax.vmap(lambda k: jax.random.permutation(k, local))(
+            jax.random.split(key, self.shards)
+        )
+        return self.on_shards(perms, split=True)
+
+    def on_shards(self, x, split: bool):
+        """``x`` constrained to the data's devices: axis 0 over the data axis (``split``: axis 0
+        is the shard, axis 1 a shard's rows); no-op without a ``batch_sharding``."""
+        sharding = self.options.batch_sharding
+        if sharding is None:
+            return x
+        free = jax.sharding.PartitionSpec.UNCONSTRAINED
+        lead = (sharding.spec[0], None) if split else (sharding.spec[0],)
+        spec = jax.sharding.PartitionSpec(*lead, *[free] * (x.ndim - len(lead)))
+        return lax.with_sharding_constraint(x, jax.sharding.NamedSharding(sharding.mesh, spec))
+
+    def take_batch(self, x, idx):
+        """Rows ``idx`` of ``x``; with D shards ``idx`` (D, B / D) indexes each shard's own rows
+        (x[s * N / D + idx[s]]), a gather batched over the shards that stays on their devices."""
+        if self.shards == 1:
+            return jnp.take(x, idx, axis=0)
+        tail = x.shape[1:]
+        shards = self.on_shards(x.reshape((self.shards, -1) + tail), split=True)
+        rows = jax.vmap(lambda block, i: jnp.take(block, i, axis=0))(shards, idx)
+        return self.on_shards(rows.reshape((-1,) + tail), split=False)
 
     def batch_args(self, perm, t):
         """The arguments of ``fun`` at global step ``t`` (the whole ``args`` in full-batch mode)."""
         if not self.minibatch:
             return self.args
-        bs = self.options.batch_size
-        idx = lax.dynamic_slice_in_dim(perm, (t % self.n_batches) * bs, bs)
+        bs = self.options.batch_size // self.shards  # rows per shard
+        idx = lax.dynamic_slice_in_dim(perm, (t % self.n_batches) * bs, bs, axis=perm.ndim - 1)
         return tuple(
-            jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), a)
+            jax.tree_util.tree_map(lambda x: self.take_batch(x, idx), a)
             if i in self.options.batch_args
             else a
             for i, a in enumerate(self.args)
@@ -800,6 +839,13 @@ def minimize(
     runs ``max_steps`` steps), ``history`` holds minibatch losses, and ``loss``/``grad_norm``
     of the result are evaluated on the full data at the returned params.
 
+    Sharded data (``jloss.sharding.shard_data``): data whose leading axis is sharded over D
+    devices stays where it is; params are replicated and only the gradient is summed across
+    devices. In minibatch mode each step then takes ``B / D`` rows from every device's own rows
+    (one permutation per shard and epoch, see :mod:`jloss.sharding`; ``B`` must be a multiple of
+    D), so no data crosses devices; the sharding is read from the arrays passed here (not from
+    tracers, so call ``minimize`` itself rather than under your own ``jax.jit``).
+
     Returns:
       a :class:`Result` (see its fields). ``result.message`` gives the status as text.
 
@@ -840,5 +886,6 @@ def minimize(
         batch_size=batch_size,
         batch_args=batch_args,
         progress=progress,
+        **_minibatch_options(name, args, batch_size, batch_args),
     )
     return _solve_jit(fun, optimizer, options, params0, args, opt_state0, tol, key, offset)

@@ -36,6 +36,7 @@ from jloss.minimize import (
     _Solver,
     _strong,
 )
+from jloss.sharding import _members_sharding, _minibatch_options, _place_members
 
 __all__ = ["sweep", "sweep_table", "sweep_best", "sweep_member", "SweepTable"]
 
@@ -190,6 +191,11 @@ def sweep(
       fields and the stopping rule). ``result.message`` is a list of K strings.
       See :func:`sweep_table`, :func:`sweep_best` and :func:`sweep_member`.
 
+    Many devices: a ``grid`` sharded along K (``jloss.sharding.shard_grid``) runs K / D members
+    on each of D devices and every field of the result keeps that sharding; the data in ``args``
+    is then replicated (``jloss.sharding.replicate`` or NumPy arrays) or, on a 2-D mesh, sharded
+    over the other axis (``shard_data(..., mesh, axis="data")``), as in :func:`jloss.minimize`.
+
     Gradients through the loop (w.r.t. ``args``) come from jloss's differentiation module,
     not from this function.
     """
@@ -235,6 +241,9 @@ def sweep(
             )
         params0 = _prepare_params(name, init.params)
         opt_state0, offset = _strong(init.opt_state), init.total_steps
+    members = _members_sharding(grid)
+    if members is not None:  # a grid sharded over devices (jloss.sharding.shard_grid)
+        params0, opt_state0, offset = _place_members(members, (params0, opt_state0, offset))
     tol = _as_float(tol)
     options = _Options(
         max_steps=max_steps,
@@ -243,6 +252,7 @@ def sweep(
         batch_args=batch_args,
         progress=progress,
         name=name,
+        **_minibatch_options(name, args, batch_size, batch_args, shift=1),
     )
     return _sweep_jit(fun, optimizer, options, params0, grid, args, opt_state0, tol, key, offset)
 
