@@ -140,6 +140,7 @@ class Case:
     targets: list[Target] = dataclasses.field(default_factory=list)
     skipped: list[dict] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    warmup: int | None = None  # untimed calls after the first; None: the Config's
 
     def skip(self, variant: str, reason: str) -> None:
         self.skipped.append({"name": variant, "reason": reason})
@@ -177,6 +178,12 @@ class Config:
     warmup: int = 1
     use_torch: bool = True
     seed: int = 0
+    torch_threads: int | None = None  # torch.set_num_threads; None keeps PyTorch's default
+    #: Cases whose warm-up round is cheap get more repeats (up to ``max_repeats``) so that their
+    #: timed rounds fill about ``case_budget_s``: a steadier median on a shared machine. Never
+    #: fewer than ``repeats``; ``--quick`` always uses exactly ``repeats``.
+    case_budget_s: float = 8.0
+    max_repeats: int = 21
 
     def size(self, full: Any, quick: Any) -> Any:
         """``quick`` in ``--quick`` mode, else ``full``."""
@@ -197,6 +204,9 @@ class Config:
                     self._torch = importlib.import_module("torch")
                 except Exception as err:  # pragma: no cover - broken installs
                     self._torch_missing = f"PyTorch failed to import: {err}"
+                else:
+                    if self.torch_threads:
+                        self._torch.set_num_threads(self.torch_threads)
         return self._torch
 
     @property
@@ -245,6 +255,7 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None] = lambda s: Non
     rows: dict[str, dict] = {}
     outputs: dict[str, Any] = {}
     live: list[Variant] = []
+    warm_s: dict[str, float] = {}
     if cfg.quick:
         for v in case.variants:
             if not v.quick:
@@ -255,17 +266,22 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None] = lambda s: Non
         rows[v.name] = row
         try:
             row["first_call_s"], outputs[v.name] = _call(v)
-            for _ in range(cfg.warmup):
-                _call(v)
+            warm_s[v.name] = row["first_call_s"]
+            for _ in range(cfg.warmup if case.warmup is None else case.warmup):
+                warm_s[v.name], _ = _call(v)
             live.append(v)
         except Exception as err:  # a broken row must not take the suite down; it is reported
             row["error"] = f"{type(err).__name__}: {err}".strip()[:500]
             log(f"    ! {v.name}: {row['error']}")
+    repeats = cfg.repeats
+    if not cfg.quick and live:
+        round_s = sum(warm_s[v.name] for v in live)
+        repeats = min(max(cfg.repeats, int(cfg.case_budget_s / max(round_s, 1e-9))), max(cfg.max_repeats, cfg.repeats))
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for r in range(cfg.repeats):
+        for r in range(repeats):
             k = r % max(len(live), 1)
             for v in live[k:] + live[:k]:
                 t, outputs[v.name] = _call(v)
@@ -317,6 +333,7 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None] = lambda s: Non
         "reference": case.reference,
         "loss_reference": loss_reference,
         "rtol": case.rtol,
+        "repeats": repeats,
         "rows": [rows[v.name] for v in case.variants],
         "skipped": case.skipped,
         "notes": case.notes,
@@ -384,6 +401,21 @@ def _version(module: str) -> str | None:
         return None
 
 
+def _git_state() -> dict | None:
+    """The checkout's commit and whether jloss/ has uncommitted changes (None outside git)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(jloss.__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "jloss"], cwd=root, capture_output=True,
+                               text=True, timeout=10, check=True).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head, "modified": sorted(line[3:] for line in dirty if line.strip())}
+
+
 def environment(cfg: Config | None = None) -> dict:
     """Device, CPU, thread settings, versions and date: what a timing means depends on them."""
     dev = jax.devices()[0]
@@ -425,6 +457,7 @@ def environment(cfg: Config | None = None) -> dict:
         "threads": threads,
         "versions": versions,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": _git_state(),
     }
 
 
@@ -526,11 +559,19 @@ def python_loop(fun: Callable, optimizer: optax.GradientTransformation, steps: i
     return solve
 
 
+def _xt_dot(X, v):
+    """``X.T @ v`` as one dot contracting axis 0: ``X.T @ v`` in jnp makes XLA CPU copy a
+    transposed X every step (a 128 MB copy on the large problem), which no floor should pay."""
+    return lax.dot_general(X, v, (((0,), (0,)), ((), ())))
+
+
 def matvec_floor(X: jax.Array, steps: int, width: int | None = None):
     """The matrix products alone: ``steps`` times ``w <- s * X.T @ (X @ w)``, in one scan.
 
     ``width`` columns (``w`` of shape ``(d, width)``) for a batch of problems or classes, else a
-    vector. ``s = 1 / lambda_max(X.T X)`` keeps the iterate bounded. Returns ``run() -> w``.
+    vector. ``s = 1 / lambda_max(X.T X)`` keeps the iterate bounded. ``X.T @ v`` is one
+    ``dot_general`` contracting X's axis 0 (the same dot autodiff emits for the gradient), never a
+    transposed copy. Returns ``run() -> w``.
     """
     Xn = np.asarray(X, np.float64)
     s = np.float32(1.0 / max(np.linalg.eigvalsh(Xn.T @ Xn)[-1], 1e-12))
@@ -540,7 +581,7 @@ def matvec_floor(X: jax.Array, steps: int, width: int | None = None):
     @jax.jit
     def floor(X, w):
         def body(w, _):
-            return (X.T @ (X @ w)) * s, None
+            return _xt_dot(X, X @ w) * s, None
 
         return lax.scan(body, w, None, length=steps)[0]
 
@@ -632,6 +673,8 @@ def _regression_case(cfg: Config, *, name: str, n: int, d: int, steps: int, lr: 
         {"n": n, "d": d, "steps": steps, "optimizer": f"adam({lr})", "delta": delta},
         variants=[],
         reference="lax.scan (hand-fused)",
+        # seconds per call on the large problem: the first call is the only warm-up
+        warmup=None if small else 0,
     )
     minimize = _jloss_minimize()
     V = case.variants
@@ -640,9 +683,10 @@ def _regression_case(cfg: Config, *, name: str, n: int, d: int, steps: int, lr: 
     else:
         V.append(Variant("jloss.minimize", lambda: minimize(fun, params0, adam, args=(X, y), max_steps=steps),
                          _result_loss, "jloss", "defaults: history=True"))
-        V.append(Variant("jloss.minimize (history=False)",
-                         lambda: minimize(fun, params0, adam, args=(X, y), max_steps=steps, history=False),
-                         _result_loss, "jloss", quick=False))
+        if small:
+            V.append(Variant("jloss.minimize (history=False)",
+                             lambda: minimize(fun, params0, adam, args=(X, y), max_steps=steps, history=False),
+                             _result_loss, "jloss", quick=False))
         if small and cfg.optional("tqdm") is not None:
             V.append(Variant("jloss.minimize (progress=True)",
                              lambda: minimize(fun, params0, adam, args=(X, y), max_steps=steps, progress=True),
@@ -652,8 +696,9 @@ def _regression_case(cfg: Config, *, name: str, n: int, d: int, steps: int, lr: 
     scan_grad = jax.jit(fused_scan(fun, adam, steps, history=False))
     V.append(Variant("lax.scan (hand-fused)", lambda: scan(params0, X, y), lambda o: o[1], "peer",
                      "value_and_grad per step, losses stacked (same outputs as minimize)"))
-    V.append(Variant("lax.scan (grad only)", lambda: scan_grad(params0, X, y), lambda o: o[1], "peer",
-                     "no loss per step: the least work", quick=False))
+    if small:
+        V.append(Variant("lax.scan (grad only)", lambda: scan_grad(params0, X, y), lambda o: o[1], "peer",
+                         "no loss per step: the least work", quick=False))
     loop = python_loop(fun, adam, steps)
     V.append(Variant("Python loop of @jax.jit step", lambda: loop(params0, X, y), lambda o: o[1], "peer",
                      quick=small))
@@ -760,6 +805,7 @@ def _sweep_workload(cfg: Config) -> list[Case]:
         {"n": n, "d": d, "steps": steps, "members": k, "optimizer": f"adam({lr})"},
         variants=[],
         reference="vmap of lax.scan (hand-fused)",
+        warmup=0,  # the loop rows take seconds per call: the first call is the warm-up
     )
     V = case.variants
     sweep, minimize = _jloss_sweep(), _jloss_minimize()
@@ -787,11 +833,8 @@ def _sweep_workload(cfg: Config) -> list[Case]:
     idiom = python_loop(fun, adam, steps)
     V.append(Variant("loop of Python-loop idiom", lambda: [idiom(params0, dl, X, y)[1] for dl in deltas_np],
                      mean_of, quick=False))
-    if cfg.torch is not None:
-        V.append(Variant("torch (batched over deltas)", _torch_sweep(cfg, X_np, y_np, deltas_np, steps, lr), float,
-                         "params of shape (K, d): one Adam over all members", quick=False))
-    else:
-        case.skip("torch (batched over deltas)", cfg.torch_missing)
+    case.skip("torch", "not in this comparison (the issue's sweep peers are the JAX loops and scikit-learn); "
+              "see the small_huber row for PyTorch's per-step cost")
     linear_model = cfg.optional("sklearn.linear_model")
     if linear_model is not None:
         eps = np.linspace(1.05, 3.0, k)
@@ -817,47 +860,21 @@ def _sweep_workload(cfg: Config) -> list[Case]:
     return cases
 
 
-def _torch_sweep(cfg, X_np, y_np, deltas_np, steps, lr):
-    torch = cfg.torch
-    device = _torch_device(torch)
-    Xt, yt = torch.from_numpy(X_np).to(device), torch.from_numpy(y_np).to(device)
-    deltas = torch.from_numpy(deltas_np).to(device)[:, None]
-    k, d = len(deltas_np), X_np.shape[1]
-
-    def huber(r):
-        a = r.abs()
-        return torch.where(a <= deltas, 0.5 * r * r, deltas * (a - 0.5 * deltas)).mean(dim=1)
-
-    def run():
-        W = torch.zeros(k, d, device=device, requires_grad=True)
-        b = torch.zeros(k, 1, device=device, requires_grad=True)
-        opt = torch.optim.Adam([W, b], lr=lr)
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            huber(W @ Xt.T + b - yt).sum().backward()  # members independent: Adam is elementwise
-            opt.step()
-        with torch.no_grad():
-            out = float(huber(W @ Xt.T + b - yt).mean())
-        _torch_sync(torch, device)
-        return out
-
-    return run
-
-
 def _early_stop_case(cfg, sweep, X, y, params0, fun) -> Case:
     """A sweep with tol whose members stop at different steps vs the same sweep run to the last."""
     k = cfg.size(64, 8)
     deltas = jnp.asarray(np.geomspace(0.05, 5.0, k).astype(np.float32))
-    sgd = optax.sgd(0.5)
-    tol = cfg.size(1e-4, 1e-3)
-    cap = cfg.size(20_000, 2_000)
+    lr = 0.05
+    sgd = optax.sgd(lr)
+    tol = 1e-5
+    cap = 50_000
     probe = sweep(fun, params0, sgd, deltas, args=(X, y), max_steps=cap, tol=tol, history=False)
     steps = np.asarray(probe.steps)
     slowest = int(steps.max())
     case = Case(
         "sweep",
-        f"{k} Huber deltas, SGD(0.5), tol={tol:g}: members stop after {int(steps.min()):,} to {slowest:,} steps",
-        {"members": k, "tol": tol, "optimizer": "sgd(0.5)", "min_steps": int(steps.min()),
+        f"{k} Huber deltas, SGD({lr}), tol={tol:g}: members stop after {int(steps.min()):,} to {slowest:,} steps",
+        {"members": k, "tol": tol, "optimizer": f"sgd({lr})", "min_steps": int(steps.min()),
          "median_steps": float(np.median(steps)), "max_steps": slowest, "converged": int(np.sum(probe.converged))},
         variants=[],
         reference="jloss.sweep (no tol, max_steps=slowest)",
@@ -895,6 +912,7 @@ def _cross_entropy(cfg: Config) -> list[Case]:
         {"n": n, "d": d, "classes": c, "steps": steps, "optimizer": f"adam({lr})"},
         variants=[],
         reference="lax.scan (hand-fused)",
+        warmup=0,  # seconds per call: the first call is the warm-up
     )
     V = case.variants
     minimize = _jloss_minimize()
@@ -1048,7 +1066,7 @@ def _minibatch(cfg: Config) -> list[Case]:
             def step(w, i):
                 idx = lax.dynamic_slice_in_dim(perm, i * bs, bs)
                 xb = jnp.take(X, idx, axis=0)
-                return (xb.T @ (xb @ w)) * (1.0 / bs), None
+                return _xt_dot(xb, xb @ w) * (1.0 / bs), None
 
             return lax.scan(step, w, jnp.arange(nb))[0], None
 
@@ -1283,13 +1301,15 @@ def markdown(report: dict) -> str:
     lines = [
         f"**Device:** {_device_line(env)}",
         "",
-        f"Mode: {report['mode']}; median of {report['repeats']} interleaved repeats after "
-        f"{report['warmup']} warm-up; spread = (max - min) / median; ratio = median / reference median; "
-        "compile = first call - median.",
+        f"Mode: {report['mode']}; per case, the median of n >= {report['repeats']} interleaved repeats "
+        f"(n in the heading; cheap cases get more) after the first call and {report['warmup']} warm-up "
+        "call(s); spread = ±half of (max - min) / median; ratio = median / median of the case's (ref) row; "
+        "compile = first call - median; final losses are compared with the row named in 'loss check'.",
         "",
     ]
     for r in report["results"]:
-        lines.append(f"#### {r['case']}: {r['title']}")
+        n = f" (n={r['repeats']})" if r.get("repeats") else ""
+        lines.append(f"#### {r['case']}: {r['title']}{n}")
         lines.append("")
         if r.get("error"):
             lines += [f"Not run: {r['error']}", ""]
@@ -1424,6 +1444,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per row (>= 5; default 5)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
     p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    p.add_argument("--torch-threads", type=int, metavar="N",
+                   help="torch.set_num_threads(N) (default: PyTorch's own choice, recorded in the JSON)")
     return p
 
 
@@ -1445,7 +1467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     cfg = Config(quick=args.quick, repeats=args.repeats, warmup=0 if args.quick else 1,
-                 use_torch=not args.no_torch, seed=args.seed)
+                 use_torch=not args.no_torch, seed=args.seed, torch_threads=args.torch_threads)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
