@@ -19,18 +19,13 @@ import sys
 import time
 import traceback
 
-if __name__ == "__main__" and "--process" in sys.argv:
-    DEVICES = 2  # per process
-else:
-    DEVICES = 4
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={DEVICES}"
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEVICES = 2 if "--process" in sys.argv else 4  # per process
+if __name__ == "__main__":  # (pytest's doctest collection imports this file: leave its JAX alone)
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={DEVICES}"
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-
-jax.config.update("jax_cpu_collectives_implementation", "gloo")
-
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
@@ -355,6 +350,7 @@ def sweep_on_a_two_axis_mesh_members_and_sharded_data():
 
 def process_main(pid: int, port: int) -> int:
     """One of 2 processes with 2 CPU devices each, as on 2 hosts: the same script everywhere."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
     jax.distributed.initialize(
         coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid,
         initialization_timeout=60,
