@@ -13,7 +13,8 @@ Design notes (for the code that builds on this module):
   so a ``vmap`` over hyperparameters (``jloss.sweep``) does not copy it once per member and a
   ``jax.custom_jvp`` around ``_solve`` (the differentiation module) can treat ``args`` as the
   differentiable inputs.
-* ``minimize`` validates its inputs on the host, then calls ``_solve_jit``, ``_solve`` under
+* ``minimize`` validates its inputs on the host, then calls ``_solve_jit``, ``_solve`` (with
+  the derivative rule that ``options.diff`` selects, :mod:`jloss.differentiation`) under
   ``jax.jit`` with ``fun``, ``optimizer`` and the options static. A second call with new arrays
   of the same shapes reuses the compiled program. Static arguments are compared by identity for
   functions: build the optimizer (and ``fun``) once and reuse them; a fresh
@@ -124,12 +125,13 @@ class _Options:
     batch_args: tuple[int, ...] = ()  # indices into the ``args`` that ``fun`` receives
     progress: int = 0  # number of progress-bar updates over max_steps; 0: no bar
     name: str = "minimize"  # the public function, for error messages
+    # How the solve is differentiated: jloss.differentiation.Implicit or Unrolled, or None.
+    diff: Any = None
     # Minibatches drawn per shard of the data (jloss.sharding): D > 1 shards of N / D rows, each
     # step taking B / D rows of every shard; ``batch_sharding`` (a NamedSharding of the leading
     # axis, or None) keeps that gather on the devices that hold the rows.
     batch_shards: int = 1
     batch_sharding: Any = None
-
 
 
 class _Carry(NamedTuple):
@@ -686,7 +688,7 @@ def _solve(
 
     else:
         body = solver.step
-    carry = lax.while_loop(lambda c: c.status == _RUNNING, body, carry)
+    carry = _loop(options, lambda c: c.status == _RUNNING, body, carry)
     return solver.finish(carry)
 
 
@@ -705,7 +707,31 @@ def _example_batch(args: tuple, options: _Options) -> tuple:
     )
 
 
-_solve_jit = jax.jit(_solve, static_argnums=(0, 1, 2))
+def _loop(options: _Options, cond: Callable, body: Callable, carry: Any) -> Any:
+    """The solve's loop: a ``lax.while_loop``, or what ``options.diff`` runs instead (a
+    ``lax.scan`` of ``max_steps`` guarded steps for ``diff="unrolled"``)."""
+    if options.diff is None:
+        return lax.while_loop(cond, body, carry)
+    return options.diff.loop(cond, body, carry, options.max_steps)
+
+
+def _resolve_diff(name: str, diff: Any) -> Any:
+    """The ``diff=`` keyword as jloss.differentiation options (ValueError for unknown ones)."""
+    from jloss.differentiation import resolve_diff
+
+    return resolve_diff(name, diff)
+
+
+def _solve_differentiable(fun, optimizer, options, *arrays) -> Result:
+    """``_solve`` with the derivatives that ``options.diff`` selects (jloss.differentiation)."""
+    if options.diff is None:
+        return _solve(fun, optimizer, options, *arrays)
+    from jloss import differentiation
+
+    return differentiation.solve(fun, optimizer, options, *arrays)
+
+
+_solve_jit = jax.jit(_solve_differentiable, static_argnums=(0, 1, 2))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -781,6 +807,7 @@ def minimize(
     key: Any = None,
     init: Any = None,
     progress: bool | int = False,
+    diff: Any = "implicit",
 ) -> Result:
     """Minimize ``fun(params, *args)`` with an Optax optimizer in one compiled ``lax.while_loop``.
 
@@ -816,6 +843,9 @@ def minimize(
         ~0.1-1 ms on CPU: use fewer for short runs). Off, nothing is traced.
         Under your own ``jax.vmap`` the 1% guard becomes a select, so every member calls back
         every step (slow); ``jloss.sweep`` draws one cheap bar for all its members.
+      diff: how derivatives w.r.t. ``args`` are computed (:mod:`jloss.differentiation`):
+        ``"implicit"`` (default), ``"unrolled"``, ``None``, or ``Implicit(ridge=..., solver_tol=...,
+        solver_maxiter=...)`` / ``Unrolled(checkpoint=True)`` for options. See Gradients below.
 
     Stopping rule. Each step applies one update and evaluates the loss and gradient at the new
     params; the run stops, checked in this order, when
@@ -849,9 +879,16 @@ def minimize(
     Returns:
       a :class:`Result` (see its fields). ``result.message`` gives the status as text.
 
-    Gradients: the loop is a ``lax.while_loop``, which JAX cannot reverse-differentiate;
-    reverse- and forward-mode derivatives of the solution w.r.t. ``args`` come from jloss's
-    differentiation module (implicit differentiation; not part of this function yet).
+    Gradients: ``jax.grad``, ``jax.vjp``, ``jax.jvp``, ``jax.jacfwd``/``jacrev`` of the result
+    (``params`` and ``loss``) w.r.t. anything in ``args`` (data, hyperparameters) work, also under
+    ``jax.jit`` and ``jax.vmap``. With ``diff="implicit"`` (default) they come from the implicit
+    function theorem at the returned params (one extra conjugate-gradient solve with
+    Hessian-vector products; exact at a converged, strictly convex solution; ``loss`` by the
+    envelope theorem; no cost unless a derivative is taken). With ``diff="unrolled"`` the loop is a
+    ``lax.scan`` of ``max_steps`` steps and the derivative is that of the steps taken (for runs
+    that are not converged; reverse mode stores every step). Other fields, and ``init_params``,
+    ``tol``, ``key``, have zero derivatives under ``"implicit"``. Details and the assumptions:
+    :mod:`jloss.differentiation`.
 
     Composes with ``jax.jit`` and ``jax.vmap``; calling again with new arrays of the same shapes
     and dtypes (and the same ``fun``/``optimizer`` objects and options) does not recompile.
@@ -886,6 +923,7 @@ def minimize(
         batch_size=batch_size,
         batch_args=batch_args,
         progress=progress,
+        diff=_resolve_diff(name, diff),
         **_minibatch_options(name, args, batch_size, batch_args),
     )
     return _solve_jit(fun, optimizer, options, params0, args, opt_state0, tol, key, offset)

@@ -27,12 +27,14 @@ from jloss.minimize import (
     _check_progress,
     _as_float,
     _check_tol,
+    _loop,
     _Options,
     _prepare_params,
     _pack,
     _progress_every,
     _ProgressBar,
     _resolve_batching,
+    _resolve_diff,
     _Solver,
     _strong,
 )
@@ -137,11 +139,20 @@ def _sweep(fun, optimizer, options, params0, grid, args, opt_state0, tol, key, o
     it0 = jnp.zeros((), jnp.int32)
     if options.progress:
         report(it0, n_running(carry), True)
-    _, carry = lax.while_loop(lambda s: jnp.any(s[1].status == _RUNNING), body, (it0, carry))
+    _, carry = _loop(options, lambda s: jnp.any(s[1].status == _RUNNING), body, (it0, carry))
     return jax.vmap(lambda h, off, c: solver(h, off).finish(c))(grid, offset, carry)
 
 
-_sweep_jit = jax.jit(_sweep, static_argnums=(0, 1, 2))
+def _sweep_differentiable(fun, optimizer, options, *arrays) -> Result:
+    """``_sweep`` with the derivatives that ``options.diff`` selects (jloss.differentiation)."""
+    if options.diff is None:
+        return _sweep(fun, optimizer, options, *arrays)
+    from jloss import differentiation
+
+    return differentiation.sweep_solve(_sweep, fun, optimizer, options, *arrays)
+
+
+_sweep_jit = jax.jit(_sweep_differentiable, static_argnums=(0, 1, 2))
 
 
 def sweep(
@@ -159,6 +170,7 @@ def sweep(
     key: Any = None,
     init: Result | None = None,
     progress: bool | int = False,
+    diff: Any = "implicit",
 ) -> Result:
     """Minimize ``fun(params, h, *args)`` for every hyperparameter ``h`` of ``grid`` at once.
 
@@ -178,7 +190,7 @@ def sweep(
         learning-rate sweep). Reuse the same object across calls to avoid recompiling.
       grid: an array with leading axis K, or a pytree (e.g. a dict) of such arrays, all with the
         same K. ``h = grid[k]`` (leaf by leaf) is passed to ``fun`` and to ``optimizer``.
-      args, max_steps, tol, history, batch_size, batch_args, key, progress: as in
+      args, max_steps, tol, history, batch_size, batch_args, key, progress, diff: as in
         :func:`jloss.minimize` (``batch_args`` indexes ``args``; the minibatch schedule, driven by
         ``key``, is the same for every member). ``tol`` is shared by all members.
       init: a previous sweep's :class:`Result` (every field with leading axis K), with
@@ -196,8 +208,9 @@ def sweep(
     is then replicated (``jloss.sharding.replicate`` or NumPy arrays) or, on a 2-D mesh, sharded
     over the other axis (``shard_data(..., mesh, axis="data")``), as in :func:`jloss.minimize`.
 
-    Gradients through the loop (w.r.t. ``args``) come from jloss's differentiation module,
-    not from this function.
+    Gradients: as in :func:`jloss.minimize`, w.r.t. ``args`` and the ``grid`` (member ``k``'s
+    params depend on ``grid[k]`` only), e.g. ``jax.jacfwd`` of the params w.r.t. the grid;
+    ``diff="implicit"`` solves one small linear system per member, vmapped.
     """
     name = "sweep"
     if not callable(fun):
@@ -251,6 +264,7 @@ def sweep(
         batch_size=batch_size,
         batch_args=batch_args,
         progress=progress,
+        diff=_resolve_diff(name, diff),
         name=name,
         **_minibatch_options(name, args, batch_size, batch_args, shift=1),
     )
