@@ -224,7 +224,7 @@ def _ce_with_shift():
     )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)  # reproducible in CI
 @given(
     x=hnp.arrays(np.float64, S + (5,), elements=st.floats(-60.0, 60.0, **finite)),
     y=hnp.arrays(np.int32, S, elements=st.integers(0, 4)),
