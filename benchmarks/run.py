@@ -1,9 +1,10 @@
 """Run the jloss benchmark suite from a checkout: ``python benchmarks/run.py [--quick] [...]``.
 
 A thin wrapper around :func:`jloss.benchmarks.main` (the same as ``jloss bench`` and
-``python -m jloss.benchmarks``). Without arguments it runs the full suite and writes the
+``python -m jloss.benchmarks``). Unless ``--json``, ``--quick`` or ``--list`` is given it writes the
 committed results next to this file: ``results/cpu.json``, ``results/cpu.md`` and the charts
-``results/cpu-*.png`` (named after the JAX platform, so a GPU run writes ``results/gpu.*``).
+``results/cpu-*.png`` (named after the JAX platform, so a GPU run writes ``results/gpu.*``);
+other options (``--torch-threads 1``, ``--only ...``) pass through.
 """
 
 from __future__ import annotations
@@ -25,5 +26,7 @@ def default_args() -> list[str]:
 
 
 if __name__ == "__main__":
-    argv = sys.argv[1:] or default_args()
+    argv = sys.argv[1:]
+    if not {"--json", "--quick", "--list", "-h", "--help"} & set(argv):
+        argv = default_args() + argv
     sys.exit(benchmarks.main(argv))

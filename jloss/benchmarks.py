@@ -108,6 +108,10 @@ class Variant:
     rtol: float | None = None
     quiet: bool = False
     quick: bool = True
+    #: ``compiled() -> jax.stages.Compiled`` for a jitted row: its XLA memory analysis (temporary
+    #: and output bytes) is recorded, untimed. Deterministic, unlike the timings: a loss whose
+    #: value-and-grad needs a temporary as large as its gradient pays a second fresh buffer.
+    compiled: Callable[[], Any] | None = None
 
 
 @dataclasses.dataclass
@@ -300,6 +304,14 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None] = lambda s: Non
         row["spread"] = (row["max_s"] - row["min_s"]) / row["median_s"] if row["median_s"] else 0.0
         row["compile_s"] = max(row["first_call_s"] - row["median_s"], 0.0)
         row["final_loss"] = float(v.loss(outputs[v.name])) if v.loss is not None else None
+        row["temp_bytes"] = row["output_bytes"] = None
+        if v.compiled is not None:
+            try:
+                mem = v.compiled().memory_analysis()
+                row["temp_bytes"] = int(mem.temp_size_in_bytes)
+                row["output_bytes"] = int(mem.output_size_in_bytes)
+            except Exception:  # memory analysis is optional for a backend
+                pass
     if case.reference in rows and rows[case.reference].get("median_s"):
         ref_median = rows[case.reference]["median_s"]
     loss_reference = case.loss_reference or case.reference
@@ -1201,10 +1213,12 @@ def _loss_kernel(cfg: Config) -> list[Case]:
         )
         V = case.variants
         V.append(Variant("jloss", lambda vg=vg, p=p, t=t: vg(p, t), lambda o: o[0], "jloss",
-                         f"jax.jit(jax.value_and_grad(jloss.{name}))"))
+                         f"jax.jit(jax.value_and_grad(jloss.{name}))",
+                         compiled=lambda vg=vg, p=p, t=t: vg.lower(p, t).compile()))
         for peer, f in _kernel_peers(name, info).items():
             g = jax.jit(jax.value_and_grad(f))
-            V.append(Variant(peer, lambda g=g, p=p, t=t: g(p, t), lambda o: o[0], "peer", quick=False))
+            V.append(Variant(peer, lambda g=g, p=p, t=t: g(p, t), lambda o: o[0], "peer", quick=False,
+                             compiled=lambda g=g, p=p, t=t: g.lower(p, t).compile()))
         if cfg.torch is not None:
             run = _torch_kernel(cfg, name, p_np, t_np)
             if run is not None:
@@ -1220,8 +1234,10 @@ def _loss_kernel(cfg: Config) -> list[Case]:
             floor = lambda p=p, t=t: sub(p, t)  # noqa: E731
             out = np.empty_like(p_np)
             np_floor = lambda p_np=p_np, t_np=t_np, out=out: np.subtract(p_np, t_np, out=out)  # noqa: E731
+        jit_floor = sub_cls if info.kind == "multiclass" else sub
         V.append(Variant("floor: jit stream", floor, None, "floor",
-                         "jax.jit(a - b): reads both inputs, allocates and writes a gradient-sized output"))
+                         "jax.jit(a - b): reads both inputs, allocates and writes a gradient-sized output",
+                         compiled=lambda f=jit_floor, p=p, t=t: f.lower(p, t).compile()))
         V.append(Variant("floor: numpy in-place", lambda f=np_floor: (f(), None)[1], None, "floor",
                          "np.subtract(a, b, out=c): the same bytes, no allocation"))
         case.targets.append(Target(f"{name} value-and-grad <= 1.5x the jit stream", "jloss",
@@ -1340,6 +1356,13 @@ def _fmt_time(s: float | None) -> str:
     return f"{s * 1e6:.3g} µs"
 
 
+def _fmt_bytes(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} B"
+
+
 def _fmt_loss(x: float | None) -> str:
     return "-" if x is None else f"{x:.7g}"
 
@@ -1363,12 +1386,14 @@ def markdown(report: dict) -> str:
         if r.get("error"):
             lines += [f"Not run: {r['error']}", ""]
             continue
-        lines.append("| variant | median | spread | ratio | compile | final loss | loss check |")
-        lines.append("|---|---:|---:|---:|---:|---:|---|")
+        mem = any(row.get("temp_bytes") is not None for row in r["rows"])
+        extra_h, extra_s = (" XLA temp / output |", "---:|") if mem else ("", "")
+        lines.append(f"| variant | median | spread | ratio | compile | final loss |{extra_h} loss check |")
+        lines.append(f"|---|---:|---:|---:|---:|---:|{extra_s}---|")
         for row in r["rows"]:
             name = row["name"] + (" (ref)" if row["name"] == r["reference"] else "")
             if row.get("error"):
-                lines.append(f"| {name} | error | | | | | {row['error'][:120]} |")
+                lines.append(f"| {name} | error | | | | |{' |' if mem else ''} {row['error'][:120]} |")
                 continue
             check = ""
             if row.get("loss_rel_diff") is not None:
@@ -1377,12 +1402,16 @@ def markdown(report: dict) -> str:
             elif row.get("final_loss") is not None and row["name"] == r["loss_reference"]:
                 check = "loss reference"
             ratio = "-" if row.get("ratio") is None else f"{row['ratio']:.2f}x"
+            extra = ""
+            if mem:
+                extra = " - |" if row.get("temp_bytes") is None else (
+                    f" {_fmt_bytes(row['temp_bytes'])} / {_fmt_bytes(row['output_bytes'])} |")
             lines.append(
                 f"| {name} | {_fmt_time(row['median_s'])} | ±{row['spread'] * 50:.0f}% | {ratio} | "
-                f"{row['compile_s']:.2f} s | {_fmt_loss(row['final_loss'])} | {check} |"
+                f"{row['compile_s']:.2f} s | {_fmt_loss(row['final_loss'])} |{extra} {check} |"
             )
         for s in r["skipped"]:
-            lines.append(f"| {s['name']} | skipped | | | | | {s['reason']} |")
+            lines.append(f"| {s['name']} | skipped | | | | |{' |' if mem else ''} {s['reason']} |")
         lines.append("")
         for note in r["notes"] + [f"{row['name']}: {row['note']}" for row in r["rows"] if row.get("note")]:
             lines.append(f"- {note}")
@@ -1407,6 +1436,7 @@ def plot(report: dict, prefix: str) -> list[str]:
     """PNG bar charts of every case's ratios (log scale) plus the targets; the paths written."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     colors = {"jloss": "#1f77b4", "peer": "#aaaaaa", "floor": "#2ca02c"}
     paths = []
@@ -1436,6 +1466,7 @@ def plot(report: dict, prefix: str) -> list[str]:
             ax.set_yticks(ypos)
             ax.set_yticklabels([x["name"] + (" [DIFF]" if x["loss_flag"] else "") for x in rows], fontsize=8)
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.axvline(1.0, color="k", lw=0.8)
             for y0, m in zip(ypos, med):
                 ax.text(m, y0, f" {m:.2f}x", va="center", fontsize=7)

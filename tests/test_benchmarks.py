@@ -16,6 +16,7 @@ from jloss import benchmarks
 ROW_FIELDS = {
     "name", "kind", "note", "times_s", "median_s", "min_s", "max_s", "spread", "first_call_s",
     "compile_s", "ratio", "final_loss", "loss_ref", "loss_rel_diff", "loss_rtol", "loss_flag", "error",
+    "temp_bytes", "output_bytes",
 }
 TARGET_FIELDS = {"label", "variant", "baseline", "max_ratio", "ratio", "passed", "status", "detail", "case"}
 
@@ -100,3 +101,9 @@ def test_registry_rejects_duplicates_and_cli_rejects_few_repeats(capsys):
     assert benchmarks.main(["--only", "nope"]) == 2
     assert benchmarks.main(["--list"]) == 0
     assert "loss_kernel" in capsys.readouterr().out
+
+
+def test_kernel_rows_record_xla_memory(quick_run):
+    rows = [row for r in quick_run[1]["results"] if r["workload"] == "loss_kernel" for row in r["rows"]]
+    jloss_rows = [row for row in rows if row["kind"] == "jloss"]
+    assert jloss_rows and all(row["output_bytes"] and row["temp_bytes"] is not None for row in jloss_rows)
