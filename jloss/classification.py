@@ -24,7 +24,7 @@ from jloss import checks, reduction as red
 ArrayLike = Any
 
 
-def _masked_concrete(targets: Any, where: Any, per_sample_shape: tuple[int, ...]) -> np.ndarray | None:
+def _masked_concrete(name: str, targets: Any, where: Any, per_sample_shape: tuple[int, ...]) -> np.ndarray | None:
     """Concrete labels restricted to unmasked samples (None when traced)."""
     t = checks.concrete_value(targets)
     if t is None:
@@ -33,6 +33,7 @@ def _masked_concrete(targets: Any, where: Any, per_sample_shape: tuple[int, ...]
         m = checks.concrete_value(where)
         if m is None or m.dtype != np.bool_:
             return None  # traced, or not a mask at all (prepare_mask raises TypeError for that)
+        checks.check_broadcastable_to(name, "where", m.shape, per_sample_shape)
         t = np.broadcast_to(t, np.broadcast_shapes(t.shape, per_sample_shape))
         t = t[np.broadcast_to(m, t.shape)]
     return t
@@ -60,7 +61,7 @@ def _class_targets(name: str, predictions: jax.Array, targets: jax.Array, where:
     batch = predictions.shape[:-1]
     if jnp.issubdtype(targets.dtype, jnp.integer):
         shape = checks.broadcast_shapes(name, **{"predictions.shape[:-1]": batch, "targets": targets.shape})
-        t = _masked_concrete(targets, where, shape)
+        t = _masked_concrete(name, targets, where, shape)
         if t is not None and t.size and (t.min() < 0 or t.max() >= num_classes):
             bad = t[(t < 0) | (t >= num_classes)]
             raise ValueError(
@@ -165,7 +166,7 @@ def binary_cross_entropy(
     if not (jnp.issubdtype(targets.dtype, jnp.floating) or jnp.issubdtype(targets.dtype, jnp.integer)):
         raise TypeError(f"{name}: targets must be real labels in [0, 1], got dtype {targets.dtype}.")
     shape = checks.broadcast_shapes(name, predictions=predictions.shape, targets=targets.shape)
-    t = _masked_concrete(targets, where, shape)
+    t = _masked_concrete(name, targets, where, shape)
     if t is not None and t.size and not np.all((t >= 0) & (t <= 1)):
         bad = t[~((t >= 0) & (t <= 1))]
         raise ValueError(f"{name}: targets must be labels in [0, 1]; got {bad[:5].tolist()}.")
@@ -182,7 +183,7 @@ def _signed_margin(name: str, predictions: ArrayLike, targets: ArrayLike, where:
     if not (jnp.issubdtype(targets.dtype, jnp.floating) or jnp.issubdtype(targets.dtype, jnp.integer)):
         raise TypeError(f"{name}: targets must be labels in {{-1, +1}}, got dtype {targets.dtype}.")
     shape = checks.broadcast_shapes(name, predictions=predictions.shape, targets=targets.shape)
-    t = _masked_concrete(targets, where, shape)
+    t = _masked_concrete(name, targets, where, shape)
     if t is not None and t.size and not np.all((t == 1) | (t == -1)):
         bad = np.unique(t[~((t == 1) | (t == -1))])
         hint = (
@@ -270,7 +271,7 @@ def multiclass_hinge(
     1.5
 
     Reference: Crammer & Singer, "On the Algorithmic Implementation of Multiclass Kernel-based
-    Vector Machines", JMLR 2001. Agrees with ``optax.multiclass_hinge_loss``.
+    Vector Machines", JMLR 2001. Agrees with ``optax.losses.multiclass_hinge_loss``.
     """
     name = "multiclass_hinge"
     predictions, out_dtype, _ = _prologue(name, predictions, reduction)
