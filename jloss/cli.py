@@ -546,6 +546,12 @@ for _command in (
             _losses_arguments, run_losses),
     Command("bench", "run the benchmark suite (arguments go to it; try `jloss bench --help`)",
             lambda p: None, run_bench, passthrough=True),
+    Command("tune", "tune Huber's delta by gradient descent on a validation error, against a grid sweep",
+            lambda p: importlib.import_module("jloss.tuning").add_arguments(p),
+            lambda a: importlib.import_module("jloss.tuning").run(a),
+            description="Bilevel tuning (jloss.tuning): gradient descent on log(delta) with implicit "
+                        "hypergradients through jloss.minimize, one inner solve per step, next to a "
+                        "jloss.sweep over a grid of deltas; prints both and the inner solves each needed."),
 ):
     register_command(_command)
 del _command

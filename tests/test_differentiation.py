@@ -3,6 +3,7 @@ forms and central finite differences of re-solved problems, in float64."""
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 
@@ -63,35 +64,43 @@ def ridge_solve(lam, X, y, diff="implicit"):
     return jloss.minimize(ridge, jnp.zeros(3), GD, args=(lam, X, y), tol=TOL, diff=diff)
 
 
-def ridge_w(lam, X, y):
-    return ridge_solve(lam, X, y).params
+def ridge_out(lam, X, y):
+    res = ridge_solve(lam, X, y)
+    return res.params, res.loss
+
+
+def ridge_closed_jax(lam, X, y):  # the formula, for JAX to differentiate through jnp.linalg.solve
+    n = X.shape[0]
+    return jnp.linalg.solve(X.T @ X / n + lam * jnp.eye(3), X.T @ y / n)
+
+
+# One compiled program per transformation, shared by the tests below.
+RIDGE_JACREV = jax.jit(jax.jacrev(ridge_out, argnums=(0, 1, 2)))
+CLOSED_JACREV = jax.jit(jax.jacrev(ridge_closed_jax, argnums=(0, 1, 2)))
 
 
 def test_ridge_derivative_in_lambda_matches_closed_form_forward_and_reverse():
     X, y = _regression()
     lam = 0.3
     w_star, dw, A = ridge_closed_form(lam, X, y)
-    np.testing.assert_allclose(ridge_w(lam, X, y), w_star, rtol=1e-10)
-    np.testing.assert_allclose(jax.jit(jax.jacfwd(ridge_w))(lam, X, y), dw, rtol=1e-8)
-    np.testing.assert_allclose(jax.jit(jax.jacrev(ridge_w))(lam, X, y), dw, rtol=1e-8)
+    (w_fwd, loss_fwd) = jax.jit(jax.jacfwd(ridge_out))(lam, X, y)
+    (w_rev, _, _), (loss_rev, _, _) = RIDGE_JACREV(lam, X, y)
+    np.testing.assert_allclose(w_fwd, dw, rtol=1e-8)
+    np.testing.assert_allclose(w_rev, dw, rtol=1e-8)
     # The loss by the envelope theorem: d/dlam min_w ridge = 0.5 |w*|^2 (no linear solve).
-    dloss = jax.jit(jax.grad(lambda l: ridge_solve(l, X, y).loss))(lam)
-    assert float(dloss) == pytest.approx(0.5 * w_star @ w_star, rel=1e-9)
+    assert float(loss_fwd) == pytest.approx(0.5 * w_star @ w_star, rel=1e-9)
+    assert float(loss_rev) == pytest.approx(0.5 * w_star @ w_star, rel=1e-9)
     # Second derivative (the rule re-enters the custom solve): d2w/dlam2 = 2 A^-1 A^-1 w*.
     d2w = 2.0 * np.linalg.solve(A, np.linalg.solve(A, w_star))
-    np.testing.assert_allclose(jax.jit(jax.jacfwd(jax.jacrev(ridge_w)))(lam, X, y), d2w, rtol=1e-7)
+    hess = jax.jit(jax.jacfwd(jax.jacrev(lambda l: ridge_solve(l, X, y).params)))(lam)
+    np.testing.assert_allclose(hess, d2w, rtol=1e-7)
 
 
 def test_ridge_derivative_in_the_data_matches_the_closed_form():
     X, y = _regression()
     lam = 0.3
-
-    def closed(X, y):  # the formula, differentiated by JAX through jnp.linalg.solve
-        n = X.shape[0]
-        return jnp.linalg.solve(X.T @ X / n + lam * jnp.eye(3), X.T @ y / n)
-
-    jac_X, jac_y = jax.jit(jax.jacrev(ridge_w, argnums=(1, 2)))(lam, X, y)
-    ref_X, ref_y = jax.jacrev(closed, argnums=(0, 1))(jnp.asarray(X), jnp.asarray(y))
+    (_, jac_X, jac_y), _ = RIDGE_JACREV(lam, X, y)
+    _, ref_X, ref_y = CLOSED_JACREV(lam, X, y)
     assert np.max(np.abs(ref_X)) > 0.01
     np.testing.assert_allclose(jac_X, ref_X, rtol=1e-7, atol=1e-11)
     np.testing.assert_allclose(jac_y, ref_y, rtol=1e-7, atol=1e-11)
@@ -104,21 +113,15 @@ def test_sweep_jacobian_in_the_grid_and_the_shared_data():
     def params(grid, X, diff="implicit"):
         return jloss.sweep(ridge, jnp.zeros(3), GD, grid, args=(X, y), tol=TOL, diff=diff).params
 
-    jac = jax.jit(jax.jacfwd(params))(grid, X)  # (K, 3, K)
-    jac_grid, jac_X = jax.jit(jax.jacrev(params, argnums=(0, 1)))(grid, X)
+    jac_grid, jac_X = jax.jit(jax.jacrev(params, argnums=(0, 1)))(grid, X)  # (K, 3, K), (K, 3, n, p)
+    unrolled = jax.jit(jax.jacrev(lambda g: params(g, X, "unrolled")))(grid)
     for k, lam in enumerate(np.asarray(grid)):
         expected = np.zeros((3, 3))
         expected[:, k] = ridge_closed_form(lam, X, y)[1]  # member k depends on grid[k] only
-        np.testing.assert_allclose(jac[k], expected, rtol=1e-8, atol=1e-12)
         np.testing.assert_allclose(jac_grid[k], expected, rtol=1e-8, atol=1e-12)
-    # the shared data: member k's Jacobian in X is that of the closed form with lam = grid[k]
-    def closed(lam, X):
-        return jnp.linalg.solve(X.T @ X / len(y) + lam * jnp.eye(3), X.T @ y / len(y))
-
-    single = jax.vmap(jax.jacrev(closed, argnums=1), in_axes=(0, None))(grid, jnp.asarray(X))
-    np.testing.assert_allclose(jac_X, single, rtol=1e-8, atol=1e-12)
-    unrolled = jax.jit(jax.jacrev(lambda g: params(g, X, "unrolled")))(grid)
-    np.testing.assert_allclose(unrolled, jac, rtol=1e-6, atol=1e-10)
+        np.testing.assert_allclose(unrolled[k], expected, rtol=1e-6, atol=1e-10)
+        # the shared data: member k's Jacobian in X is the closed form's with lam = grid[k]
+        np.testing.assert_allclose(jac_X[k], CLOSED_JACREV(lam, X, y)[1], rtol=1e-8, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,21 +147,20 @@ def test_huber_derivative_in_delta_matches_finite_differences_of_resolved_proble
     delta = 1.0
     assert bool(huber_solve(delta, X, y).converged)
     fwd = jax.jit(jax.jacfwd(lambda d: huber_solve(d, X, y).params))(delta)
-    rev = jax.jit(jax.jacrev(lambda d: huber_solve(d, X, y).params))(delta)
     for key in ("w", "b"):
         fd = central_difference(lambda d: np.asarray(huber_solve(d, X, y).params[key]), delta, 1e-5)
         assert np.max(np.abs(fd)) > 1e-3  # the outliers make the solution depend on delta
         np.testing.assert_allclose(fwd[key], fd, rtol=1e-5, atol=1e-9)
-        np.testing.assert_allclose(rev[key], fd, rtol=1e-5, atol=1e-9)
 
-    # A hypergradient (validation MSE against delta): jit, vmap over deltas, forward mode.
+    # A hypergradient (validation MSE against delta) in reverse mode, jitted, vmapped over deltas.
     def validation(delta):
         p = huber_solve(delta, X, y).params
         return jnp.mean((Xv @ p["w"] + p["b"] - yv) ** 2)
 
     deltas = jnp.array([0.3, 1.0, 3.0])
     batched = jax.jit(jax.vmap(jax.grad(validation)))(deltas)
-    fd = [central_difference(lambda t: float(validation(t)), float(d), 1e-5) for d in deltas]
+    value = jax.jit(validation)
+    fd = [central_difference(lambda t: float(value(t)), float(d), 1e-5) for d in deltas]
     np.testing.assert_allclose(batched, fd, rtol=1e-5)
 
 
@@ -200,11 +202,15 @@ def _logistic_validation(log_lam, X, y, Xv, yv, diff="implicit", tol=TOL):
     return jnp.mean(jax.nn.softplus(-yv * (Xv @ w)))
 
 
+LOGISTIC_GRAD = jax.jit(jax.grad(_logistic_validation), static_argnums=(5,))
+
+
 def test_logistic_validation_gradient_in_l2_strength_matches_finite_differences():
     data = _logistic_data()
     log_lam = np.log(0.05)
-    g = float(jax.jit(jax.grad(_logistic_validation))(log_lam, *data))
-    fd = central_difference(lambda t: float(_logistic_validation(t, *data)), log_lam, 1e-5)
+    g = float(LOGISTIC_GRAD(log_lam, *data, "implicit", TOL))
+    value = jax.jit(_logistic_validation)
+    fd = central_difference(lambda t: float(value(t, *data)), log_lam, 1e-5)
     assert abs(fd) > 1e-3
     assert g == pytest.approx(fd, rel=1e-6)
 
@@ -212,10 +218,9 @@ def test_logistic_validation_gradient_in_l2_strength_matches_finite_differences(
 def test_implicit_and_unrolled_agree_when_the_inner_problem_is_solved_to_tolerance():
     data = _logistic_data()
     log_lam = np.log(0.05)
-    grad = jax.jit(jax.grad(_logistic_validation), static_argnums=(5,))
-    implicit = grad(log_lam, *data, "implicit", 1e-11)
-    unrolled = grad(log_lam, *data, "unrolled", 1e-11)
-    checkpointed = grad(log_lam, *data, Unrolled(checkpoint=True), 1e-11)
+    implicit = LOGISTIC_GRAD(log_lam, *data, "implicit", 1e-11)
+    unrolled = LOGISTIC_GRAD(log_lam, *data, "unrolled", 1e-11)
+    checkpointed = LOGISTIC_GRAD(log_lam, *data, Unrolled(checkpoint=True), 1e-11)
     assert float(unrolled) == pytest.approx(float(implicit), rel=1e-6)
     assert float(checkpointed) == pytest.approx(float(unrolled), rel=1e-12)
 
@@ -297,3 +302,35 @@ def test_bad_diff_options_are_rejected():
         Implicit(ridge=-1.0)
     with pytest.raises(ValueError, match="solver_maxiter"):
         Implicit(solver_maxiter=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bilevel tuning (jloss.tuning, `jloss tune`)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_jloss_tune_reaches_the_grid_best_in_fewer_inner_solves(capsys):
+    from jloss import cli, demo, tuning
+
+    code = cli.main(["tune", "--iterations", "10", "--grid", "logspace:0.01:30:16", "--json", "-"])
+    out = capsys.readouterr().out
+    assert code == 0 and "Inner solves to reach the grid's best validation MAE" in out
+    data = json.loads(out[out.index("\n{") :])
+    solves = data["inner_solves"]
+    assert solves["grid"] == 16 and solves["gradient"] <= 10
+    assert solves["to_match"] is not None and solves["to_match"] < solves["grid"]
+    best_grid = data["grid"]["best"]["val"]
+    assert min(row["val"] for row in data["path"]) <= best_grid * (1 + 1e-4)
+    assert best_grid == min(data["grid"]["val"])
+    # the first hypergradient against a central difference of re-solved validation errors
+    videos = demo.make_videos(seed=0)
+    hyper_step = tuning._programs("pseudo_huber", "mae", 500, 1e-9)[0]  # the compiled step of the run
+    scaler = tuning.Scaler.fit(videos.X)
+    Z, Zv = scaler.transform(videos.X), scaler.transform(videos.X_test)
+    params0 = {"w": jnp.zeros(3), "b": jnp.asarray(np.median(videos.views))}
+
+    def val_at(log_delta):
+        return float(hyper_step(log_delta, params0, Z, videos.views, Zv, videos.views_test)[0][0])
+
+    fd = central_difference(val_at, 0.0, 1e-4)
+    assert data["path"][0]["dval_dlog"] == pytest.approx(fd, rel=1e-4)
