@@ -320,6 +320,9 @@ def _minibatch_sharding(name: str, data: Any, batch_size: int) -> tuple[int, Any
             "jax.make_mesh(..., axis_types=(AxisType.Auto, ...)))."
         )
     d = math.prod(mesh.shape[a] for a in axes)
+    n = np.shape(jax.tree_util.tree_leaves(data)[0])[0]
+    if n % d:  # jax.Array does not shard unevenly today; a clear message if it ever does
+        raise ValueError(f"{name}: N={n} rows are sharded over {d} devices, which do not divide N.")
     if batch_size % d:
         lo, hi = batch_size - batch_size % d, batch_size + (-batch_size % d)
         hint = f"{lo} or {hi}" if lo else f"{hi}"
