@@ -48,9 +48,10 @@ sweep also the ``grid``), chosen with the ``diff=`` keyword of ``minimize`` and 
 
 ``diff="unrolled"`` (:class:`Unrolled` for options)
   Differentiate through the optimizer's steps: the loop becomes a ``lax.scan`` of ``max_steps``
-  guarded steps (a step is skipped with ``lax.cond`` once the run has stopped, so the result is
-  the same as the while loop's, stopping rule and ``tol`` included; a scan cannot stop early, so
-  a run that converges in 10 of ``max_steps=1000`` steps still runs 1000 cheap loop iterations).
+  steps. A step of a run that has stopped is a masked no-op, so the result is the same as the
+  while loop's, stopping rule and ``tol`` included; but a scan cannot stop early, so a run that
+  converges in 10 of ``max_steps=1000`` steps computes (and discards) 990 more steps: choose
+  ``max_steps`` for this mode. (With ``progress=True`` the bar is fed every step after the stop.)
   Reverse mode stores every step's intermediates (memory ~ ``max_steps`` x the optimizer state
   and residuals); ``Unrolled(checkpoint=True)`` wraps each step in ``jax.checkpoint`` to store
   only the loop state and recompute the rest on the way back. This is the derivative of the
@@ -131,14 +132,15 @@ class Unrolled:
     checkpoint: bool = False
 
     def loop(self, cond: Callable, body: Callable, carry: Any, length: int) -> Any:
-        """``length`` steps of ``body`` in a ``lax.scan``, each skipped once ``cond`` is false."""
+        """``length`` steps of ``body`` in a ``lax.scan``.
 
-        def guarded(c):
-            return lax.cond(cond(c), body, lambda c: c, c)
-
-        if self.checkpoint:
-            guarded = jax.checkpoint(guarded)
-        return lax.scan(lambda c, _: (guarded(c), None), carry, None, length=length)[0]
+        ``body`` leaves a stopped run unchanged (a masked no-op), so ``cond`` is not needed. It is
+        deliberately not used as a ``lax.cond`` guard: reverse mode through a ``cond`` inside a
+        scan stores the data ``body`` closes over once per step (2.7 GB instead of 0.18 GB for
+        200 steps on a 100,000 x 32 problem, and 10x slower).
+        """
+        step = jax.checkpoint(body) if self.checkpoint else body
+        return lax.scan(lambda c, _: (step(c), None), carry, None, length=length)[0]
 
 
 _CHOICES = {"implicit": Implicit, "unrolled": Unrolled}

@@ -709,7 +709,7 @@ def _example_batch(args: tuple, options: _Options) -> tuple:
 
 def _loop(options: _Options, cond: Callable, body: Callable, carry: Any) -> Any:
     """The solve's loop: a ``lax.while_loop``, or what ``options.diff`` runs instead (a
-    ``lax.scan`` of ``max_steps`` guarded steps for ``diff="unrolled"``)."""
+    ``lax.scan`` of ``max_steps`` steps for ``diff="unrolled"``)."""
     if options.diff is None:
         return lax.while_loop(cond, body, carry)
     return options.diff.loop(cond, body, carry, options.max_steps)

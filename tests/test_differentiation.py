@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -312,13 +313,15 @@ def test_bad_diff_options_are_rejected():
 def test_jloss_tune_reaches_the_grid_best_in_fewer_inner_solves(capsys):
     from jloss import cli, demo, tuning
 
-    code = cli.main(["tune", "--iterations", "10", "--grid", "logspace:0.01:30:16", "--json", "-"])
+    code = cli.main(["tune", "--json", "-"])  # the defaults: 64 grid values, at most 20 steps
     out = capsys.readouterr().out
     assert code == 0 and "Inner solves to reach the grid's best validation MAE" in out
     data = json.loads(out[out.index("\n{") :])
     solves = data["inner_solves"]
-    assert solves["grid"] == 16 and solves["gradient"] <= 10
-    assert solves["to_match"] is not None and solves["to_match"] < solves["grid"]
+    assert solves["grid"] == 64 and solves["gradient"] <= 20
+    assert solves["to_match"] is not None and solves["to_match"] < solves["grid"] / 4
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert f"after {solves['to_match']} inner solves instead of 64" in readme
     best_grid = data["grid"]["best"]["val"]
     assert min(row["val"] for row in data["path"]) <= best_grid * (1 + 1e-4)
     assert best_grid == min(data["grid"]["val"])
