@@ -107,3 +107,11 @@ def test_kernel_rows_record_xla_memory(quick_run):
     rows = [row for r in quick_run[1]["results"] if r["workload"] == "loss_kernel" for row in r["rows"]]
     jloss_rows = [row for row in rows if row["kind"] == "jloss"]
     assert jloss_rows and all(row["output_bytes"] and row["temp_bytes"] is not None for row in jloss_rows)
+
+
+def test_table_renders_again_from_the_saved_json(quick_run, tmp_path, capsys):
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps(quick_run[1]))
+    assert benchmarks.main(["--from-json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "#### Targets" in out and "(of min)" in out
