@@ -44,7 +44,11 @@ sweep also the ``grid``), chosen with the ``diff=`` keyword of ``minimize`` and 
     CG's last iterate. ``Implicit(ridge=r)`` solves with ``H + r I`` instead: always positive
     definite for ``r > 0`` (for a convex ``fun``), a damped derivative (the derivative of the
     proximal solution) that is exact as ``r -> 0``. ``solver_tol`` and ``solver_maxiter``
-    control CG.
+    control CG. Note that for a piecewise-linear loss autodiff's mixed second derivatives vanish
+    too (MAE's gradient ``sign(r)`` has derivative 0 in ``y``): the right-hand side is then 0 and
+    the implicit derivative comes out as exactly 0, without a warning, while the solution really
+    jumps from piece to piece. To tune through such a loss, use a smooth surrogate (pseudo-Huber
+    for MAE/Huber, log-cosh, a softplus hinge).
 
 ``diff="unrolled"`` (:class:`Unrolled` for options)
   Differentiate through the optimizer's steps: the loop becomes a ``lax.scan`` of ``max_steps``
