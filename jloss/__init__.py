@@ -5,6 +5,7 @@ where=None, reduction="mean")``; see :mod:`jloss.reduction` for the semantics of
 """
 
 from jloss.classification import binary_cross_entropy, cross_entropy, hinge, multiclass_hinge, squared_hinge
+from jloss.differentiation import Implicit, Unrolled
 from jloss.minimize import Result, Status, minimize
 from jloss.registry import LossInfo, available, get, info, register
 from jloss.regression import epsilon_insensitive, huber, log_cosh, mae, mse, pseudo_huber, quantile
