@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jloss import checks, reduction as red
+from jloss import checks, fusion, reduction as red
 
 ArrayLike = Any
 
@@ -137,6 +137,15 @@ def cross_entropy(
     return red.reduce_loss(name, loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
 
 
+# softplus(x) - y x written as max(x, 0) + log1p(exp(-|x|)) - y x: select-free (``jax.nn.softplus``
+# is a logaddexp, whose inf handling selects), so XLA fuses it into the reduction.
+_bce_kernel = fusion.kernel(
+    lambda x, y: jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x))) - y * x,
+    lambda x, y: jax.nn.sigmoid(x) - y,
+    lambda x, y: -x,
+)
+
+
 def binary_cross_entropy(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -150,8 +159,8 @@ def binary_cross_entropy(
     .. math:: \ell(x, y) = -y\log\sigma(x) - (1 - y)\log(1 - \sigma(x))
         = \operatorname{softplus}(x) - y\,x
 
-    The right-hand form is what is computed: no ``log(sigmoid)`` underflow, finite for any finite
-    logit. Soft labels in [0, 1] are allowed; concrete labels outside raise ``ValueError``.
+    The right-hand form is what is computed, as :math:`\max(x, 0) + \log(1 + e^{-|x|}) - y\,x`:
+    no ``log(sigmoid)`` underflow, finite for any finite logit. Soft labels in [0, 1] are allowed; concrete labels outside raise ``ValueError``.
     Gradient: :math:`\sigma(x) - y`, smooth.
 
     >>> import jax.numpy as jnp, jloss
@@ -173,7 +182,7 @@ def binary_cross_entropy(
     mask = red.prepare_mask(name, where, shape)
     x = red.mask_input(predictions, mask)
     y = red.mask_input(targets.astype(dtype), mask)
-    loss = jnp.broadcast_to(jax.nn.softplus(x) - y * x, shape)
+    loss = jnp.broadcast_to(_bce_kernel(x, y), shape)
     return red.reduce_loss(name, loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
 
 
@@ -195,7 +204,32 @@ def _signed_margin(name: str, predictions: ArrayLike, targets: ArrayLike, where:
     mask = red.prepare_mask(name, where, shape)
     s = red.mask_input(predictions, mask)
     y = red.mask_input(targets.astype(dtype), mask, fill=1)
-    return jnp.broadcast_to(1.0 - y * s, shape), mask, out_dtype
+    return s, y, shape, mask, out_dtype
+
+
+def _violation(s, y, one=1.0):
+    return one - y * s
+
+
+def _positive_part(z):
+    # max(z, 0) as 0.5 z + 0.5 |z|: exact above the subnormals (equal halves add exactly, opposite
+    # ones give +0), and free of a literal 0 that the derivative's compare would share with it.
+    return 0.5 * z + 0.5 * jnp.abs(z)
+
+
+# max(1 - y s, 0), the margin violation. Its gradient is pinned to 0 at the margin y s == 1
+# (autodiff of maximum splits the tie 0.5/0.5). The derivatives' one is opaque: no broadcast is
+# shared between value and derivative, so XLA fuses the value into the mean.
+_hinge_kernel = fusion.kernel(
+    lambda s, y: _positive_part(_violation(s, y)),
+    lambda s, y: -y * (_violation(s, y, fusion.opaque(1.0, s.dtype)) > 0).astype(s.dtype),
+    lambda s, y: -s * (_violation(s, y, fusion.opaque(1.0, s.dtype)) > 0).astype(s.dtype),
+)
+_squared_hinge_kernel = fusion.kernel(
+    lambda s, y: jnp.square(_positive_part(_violation(s, y))),
+    lambda s, y: -2.0 * y * jnp.maximum(_violation(s, y, fusion.opaque(1.0, s.dtype)), 0.0),
+    lambda s, y: -2.0 * s * jnp.maximum(_violation(s, y, fusion.opaque(1.0, s.dtype)), 0.0),
+)
 
 
 def hinge(
@@ -220,8 +254,8 @@ def hinge(
 
     Reference: Cortes & Vapnik, "Support-Vector Networks", Machine Learning 1995.
     """
-    z, mask, out_dtype = _signed_margin("hinge", predictions, targets, where, reduction)
-    loss = jnp.where(z > 0, z, 0.0)  # the constant branch at z == 0 pins the margin gradient to 0
+    s, y, shape, mask, out_dtype = _signed_margin("hinge", predictions, targets, where, reduction)
+    loss = jnp.broadcast_to(_hinge_kernel(s, y), shape)
     return red.reduce_loss("hinge", loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
 
 
@@ -244,8 +278,8 @@ def squared_hinge(
 
     Reference: Rennie & Srebro 2005; ``sklearn.svm.LinearSVC(loss="squared_hinge")``.
     """
-    z, mask, out_dtype = _signed_margin("squared_hinge", predictions, targets, where, reduction)
-    loss = jnp.where(z > 0, z * z, 0.0)
+    s, y, shape, mask, out_dtype = _signed_margin("squared_hinge", predictions, targets, where, reduction)
+    loss = jnp.broadcast_to(_squared_hinge_kernel(s, y), shape)
     return red.reduce_loss("squared_hinge", loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
 
 

@@ -17,24 +17,14 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jax.custom_derivatives import SymbolicZero
 
-from jloss import checks, reduction as red
+from jloss import checks, fusion, reduction as red
 
 ArrayLike = Any
 
 
-@jax.custom_jvp
-def _abs(r: jax.Array) -> jax.Array:
-    """|r| with derivative sign(r): exactly 0 at r == 0 (``jax.grad(jnp.abs)(0.)`` is 1).
-
-    A custom JVP rather than ``r * sign(r)``: the primal stays a plain ``abs``, which XLA's CPU
-    reduction fuses, so ``mean(mae)`` and its gradient do not materialise a temporary.
-    """
-    return jnp.abs(r)
-
-
-_abs.defjvp(lambda primals, tangents: (jnp.abs(primals[0]), jnp.sign(primals[0]) * tangents[0]))
+# |r| with derivative sign(r): exactly 0 at r == 0 (``jax.grad(jnp.abs)(0.)`` is 1).
+_abs = fusion.kernel(jnp.abs, jnp.sign)
 
 
 def _elementwise(
@@ -120,12 +110,17 @@ def mae(
     return _elementwise("mae", _abs, predictions, targets, {}, weights, where, reduction)
 
 
-def _huber_kernel(r: jax.Array, delta: jax.Array) -> jax.Array:
-    # The quadratic branch is only *selected* where |r| <= delta, so nothing large is squared into
-    # the result (an unselected inf gets a zero cotangent, so gradients stay finite too). At
-    # |r| == delta the quadratic branch is selected: gradient r = +-delta, continuous.
-    a = jnp.abs(r)
-    return jnp.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+# 0.5 q^2 + delta (|r| - q) with q = min(|r|, delta): select-free, and nothing large is squared.
+# Gradient clip(r, -delta, delta): continuous at |r| == delta, 0 at r == 0. In delta: |r| - q.
+_huber_kernel = fusion.kernel(
+    lambda r, delta: _huber_value(jnp.abs(r), jnp.minimum(jnp.abs(r), delta), delta),
+    lambda r, delta: jnp.clip(r, -delta, delta),
+    lambda r, delta: jnp.abs(r) - jnp.minimum(jnp.abs(r), delta),
+)
+
+
+def _huber_value(a: jax.Array, q: jax.Array, delta: jax.Array) -> jax.Array:
+    return q * (0.5 * q) + delta * (a - q)
 
 
 def huber(
@@ -163,42 +158,37 @@ def huber(
     return _elementwise("huber", _huber_kernel, predictions, targets, {"delta": delta}, weights, where, reduction)
 
 
-def _pseudo_huber_parts(r: jax.Array, delta: jax.Array):
-    # With z = r / delta and s = sqrt(1 + z^2):  delta^2 (s - 1) == r * delta * z / (s + 1), free
-    # of cancellation near 0. Beyond |z| = 1e18, z^2 would overflow float32 while the value is
-    # delta |r| - delta^2 to float64 precision, so that branch is selected instead; z is zeroed
-    # there first (double where) so the unselected branch stays finite.
-    z = r * (1.0 / delta)  # a multiply by a scalar: cheap enough for XLA to recompute per fusion
-    far = jnp.abs(z) > 1e18
-    z = jnp.where(far, 0.0, z)
-    return far, z, 1.0 + z * z
+def _pseudo_huber_parts(r: jax.Array, delta: jax.Array, one: Any = 1.0, big: Any = 1e18):
+    # z = |r| / delta clamped at 1e18 (z^2 stays finite in float32) and s = sqrt(1 + z^2). Beyond
+    # the clamp z / (s + 1) and z / s are 1 to float64 precision, which is all the callers use.
+    z = jnp.minimum(jnp.abs(r) * (one / delta), big)
+    return z, jnp.sqrt(one + z * z)
 
 
-@jax.custom_jvp
-def _pseudo_huber_kernel(r: jax.Array, delta: jax.Array) -> jax.Array:
-    far, z, s2 = _pseudo_huber_parts(r, delta)
-    return jnp.where(far, delta * (jnp.abs(r) - delta), r * delta * z / (jnp.sqrt(s2) + 1.0))
+def _pseudo_huber_value(r, delta):
+    # delta^2 (s - 1) = delta |r| * z / (s + 1): free of cancellation near 0, finite far out, and
+    # select-free, so XLA fuses it into the reduction.
+    z, s = _pseudo_huber_parts(r, delta)
+    return delta * jnp.abs(r) * (z / (s + 1.0))
 
 
-def _pseudo_huber_jvp(primals, tangents):
-    # Explicit derivatives keep the gradient one fused elementwise pass (autodiff of the formula
-    # stores several intermediates): d/dr = delta z / s, d/ddelta = 2 delta (s - 1) - delta z^2 / s
-    # = r z (s - 1) / (s (s + 1)); far out they tend to delta sign(r) and |r| - 2 delta.
-    r, delta = primals
-    r_dot, delta_dot = tangents
-    value = _pseudo_huber_kernel(r, delta)
-    far, z, s2 = _pseudo_huber_parts(r, delta)
-    inv_s = jax.lax.rsqrt(s2)  # rsqrt, not the value's sqrt: no shared expensive op to store
-    out_dot = jnp.zeros_like(value)
-    if not isinstance(r_dot, SymbolicZero):
-        out_dot = out_dot + jnp.where(far, delta * jnp.sign(r), delta * z * inv_s) * r_dot
-    if not isinstance(delta_dot, SymbolicZero):
-        d_delta = jnp.where(far, jnp.abs(r) - 2.0 * delta, r * z * (1.0 - inv_s) / (1.0 + s2 * inv_s))
-        out_dot = out_dot + d_delta * delta_dot
-    return value, out_dot
+def _pseudo_huber_grad_r(r, delta):
+    # delta z / s with the sign of r: r / sqrt(1 + (r / delta)^2), tending to +-delta.
+    one, big = fusion.opaque(1.0, r.dtype), fusion.opaque(1e18, r.dtype)
+    z = jnp.clip(r * (one / delta), -big, big)
+    return delta * z * jax.lax.rsqrt(one + z * z)
 
 
-_pseudo_huber_kernel.defjvp(_pseudo_huber_jvp, symbolic_zeros=True)
+def _pseudo_huber_grad_delta(r, delta):
+    # 2 delta (s - 1) - delta z^2 / s = |r| (z / s) (z / (s + 1))^2 (using s - 1 = z^2 / (s + 1)):
+    # every factor but |r| is at most 1, so nothing overflows; far out it tends to |r| - 2 delta.
+    one = fusion.opaque(1.0, r.dtype)
+    z, s = _pseudo_huber_parts(r, delta, one, fusion.opaque(1e18, r.dtype))
+    w = z / (s + one)
+    return jnp.abs(r) * (z / s) * w * w
+
+
+_pseudo_huber_kernel = fusion.kernel(_pseudo_huber_value, _pseudo_huber_grad_r, _pseudo_huber_grad_delta)
 
 
 def pseudo_huber(
@@ -230,9 +220,11 @@ def pseudo_huber(
     )
 
 
-def _log_cosh_kernel(r: jax.Array) -> jax.Array:
-    # log cosh r = logaddexp(r, -r) - log 2: stable for any |r|, exact gradient tanh(r).
-    return jnp.logaddexp(r, -r) - jnp.log(2.0).astype(r.dtype)
+# log cosh r = |r| + log1p(exp(-2|r|)) - log 2: finite for any finite r, select-free. Gradient tanh.
+_log_cosh_kernel = fusion.kernel(
+    lambda r: jnp.abs(r) + jnp.log1p(jnp.exp(-2.0 * jnp.abs(r))) - jnp.log(2.0).astype(r.dtype),
+    jnp.tanh,
+)
 
 
 def log_cosh(
@@ -246,7 +238,7 @@ def log_cosh(
     r"""Log-cosh loss, :math:`\ell(r) = \log\cosh r`.
 
     About :math:`\tfrac12 r^2` near zero and :math:`|r| - \log 2` far out. Evaluated as
-    :math:`\operatorname{logaddexp}(r, -r) - \log 2`, finite for any finite :math:`r` (a naive
+    :math:`|r| + \log(1 + e^{-2|r|}) - \log 2`, finite for any finite :math:`r` (a naive
     ``log(cosh(r))`` overflows at :math:`|r| \approx 89` in float32). Gradient:
     :math:`\tanh r`, smooth.
 
@@ -260,10 +252,13 @@ def log_cosh(
     return _elementwise("log_cosh", _log_cosh_kernel, predictions, targets, {}, weights, where, reduction)
 
 
-def _quantile_kernel(r: jax.Array, tau: jax.Array) -> jax.Array:
-    # r < 0 is under-prediction (u = -r > 0): tau per unit; r > 0 costs 1 - tau. The outer where
-    # selects a constant at r == 0, which pins the gradient there to 0.
-    return jnp.where(r == 0, 0.0, r * jnp.where(r < 0, -tau, 1.0 - tau))
+# max(-tau r, (1 - tau) r), with the gradient in r pinned to 0 at r == 0 (autodiff of maximum
+# would give 0.5 - tau there). In tau: -r.
+_quantile_kernel = fusion.kernel(
+    lambda r, tau: jnp.maximum(-tau * r, (1.0 - tau) * r),
+    lambda r, tau: jnp.where(r > 0, 1.0 - tau, jnp.where(r < 0, -tau, 0.0)),
+    lambda r, tau: -r,
+)
 
 
 def quantile(
@@ -297,11 +292,13 @@ def quantile(
     return _elementwise("quantile", _quantile_kernel, predictions, targets, {"tau": tau}, weights, where, reduction)
 
 
-def _epsilon_insensitive_kernel(r: jax.Array, epsilon: jax.Array) -> jax.Array:
-    # Strict inequality: on the tube's edge (and at r == 0 when epsilon == 0) the constant branch
-    # is selected, pinning the gradient to 0 there.
-    a = jnp.abs(r)
-    return jnp.where(a > epsilon, a - epsilon, 0.0)
+# max(|r| - epsilon, 0). Strict inequality in the gradient: on the tube's edge (and at r == 0 when
+# epsilon == 0) it is pinned to 0.
+_epsilon_insensitive_kernel = fusion.kernel(
+    lambda r, epsilon: jnp.maximum(jnp.abs(r) - epsilon, 0.0),
+    lambda r, epsilon: (r > epsilon).astype(r.dtype) - (r < -epsilon).astype(r.dtype),
+    lambda r, epsilon: -((r > epsilon) | (r < -epsilon)).astype(r.dtype),
+)
 
 
 def epsilon_insensitive(

@@ -1,0 +1,63 @@
+r"""Elementwise loss kernels with explicit derivatives, shaped so XLA fuses them into the mean.
+
+``jax.value_and_grad(lambda p: mean(loss(p, y)))`` costs at best one pass that reduces the
+per-sample loss and one that writes the gradient. Two things stop XLA (on CPU, its YNNPACK
+reduction) from reaching that:
+
+* a ``select`` (``jnp.where``, ``jnp.clip``, ``jax.nn.softplus``, ``jnp.logaddexp``) in the
+  value: the reduction cannot fuse it, so the per-sample loss is written out in full first;
+* an intermediate or broadcast *shared* by the value and its derivative: it gets its own
+  buffer, and both passes read it back.
+
+:func:`kernel` builds a :func:`jax.custom_jvp` from a select-free value (``minimum``,
+``maximum``, ``abs``, arithmetic, ``exp``/``log1p``/``sqrt``/``tanh``) and one derivative
+function per argument, free to use ``where`` to pin kink gradients. The derivatives see the
+hyperparameters through :func:`jax.lax.optimization_barrier`, so their broadcasts stay apart from
+the value's; a literal a derivative shares with the value (the 0 of ``maximum(z, 0)`` against the
+0 of ``z > 0``) goes through :func:`opaque` for the same reason. Autodiff's own rule for ``maximum`` would split a tie 0.5/0.5; here the derivative
+at every kink is whatever the derivative function says, and it is differentiable again (so
+Hessians and the implicit hypergradients of :mod:`jloss.differentiation` work).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
+
+
+def kernel(value: Callable[..., jax.Array], *derivatives: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    """``value(x, *hyper)`` with ``d value / d arg_i = derivatives[i](x, *hyper)``.
+
+    ``x`` is the per-sample input (a residual, a margin, a logit); ``hyper`` are the loss's
+    hyperparameters (or a second array input). Every derivative has the broadcast shape of the
+    value or broadcasts to it.
+    """
+    fun = jax.custom_jvp(value)
+
+    def jvp(primals, tangents):
+        out = fun(*primals)
+        x, *hyper = primals
+        if hyper:
+            hyper = list(jax.lax.optimization_barrier(tuple(hyper)))
+        args = (x, *hyper)
+        out_dot = None
+        for derivative, tangent in zip(derivatives, tangents):
+            if isinstance(tangent, SymbolicZero):
+                continue
+            term = derivative(*args) * tangent
+            out_dot = term if out_dot is None else out_dot + term
+        if out_dot is None:
+            out_dot = jnp.zeros_like(out)
+        return out, jnp.broadcast_to(out_dot, out.shape).astype(out.dtype)
+
+    fun.defjvp(jvp, symbolic_zeros=True)
+    return fun
+
+
+def opaque(value: float, dtype) -> jax.Array:
+    """The scalar ``value`` behind an optimization barrier: XLA cannot merge its broadcast with
+    the same literal's in the loss value (which would give that broadcast its own buffer)."""
+    return jax.lax.optimization_barrier(jnp.asarray(value, dtype))
