@@ -13,11 +13,13 @@ skip masked-out samples (so ``-100`` padding under a mask is fine).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from jloss import checks, fusion, reduction as red
 
@@ -83,6 +85,61 @@ def _class_targets(name: str, predictions: jax.Array, targets: jax.Array, where:
     raise TypeError(f"{name}: targets must be integer class ids or float probabilities, got {targets.dtype}.")
 
 
+def _row_sums(terms: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+    """Sums over the class axis of several arrays in one variadic reduction.
+
+    XLA's CPU backend hands a single sum to a library kernel that cannot fuse a compare or a
+    select (so a one-hot or masked operand would first be written out in full); a variadic
+    reduction is compiled by XLA itself, with every producer fused into the one pass.
+    """
+    zero = jnp.zeros((), terms[0].dtype)
+    return jax.lax.reduce(
+        terms,
+        (zero,) * len(terms),
+        lambda a, b: tuple(x + y for x, y in zip(a, b)),
+        (terms[0].ndim - 1,),
+    )
+
+
+def _one_hot(labels: jax.Array, z: jax.Array) -> jax.Array:
+    return (labels[..., None] == jnp.arange(z.shape[-1], dtype=labels.dtype)).astype(z.dtype)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _class_stats(z: jax.Array, targets: jax.Array, integer: bool, smooth: bool) -> tuple[jax.Array, ...]:
+    """Per sample: logsumexp(z), z . p and (with smoothing) mean(z), over the class axis.
+
+    ``p`` is the one-hot of integer labels or the given probabilities. One pass for the max and
+    one fused pass for the rest. The derivatives are explicit (softmax(z), p and 1/C against the
+    logits' tangent), so the backward pass is one elementwise pass that reads the logits and the
+    per-sample logsumexp, and they are differentiable again for second order.
+    """
+    m = jnp.max(z, axis=-1, keepdims=True)
+    p = _one_hot(targets, z) if integer else targets
+    terms = (jnp.exp(z - m), z * p) + ((z,) if smooth else ())
+    sums = _row_sums(terms)
+    lse = m[..., 0] + jnp.log(sums[0])
+    if smooth:
+        return lse, sums[1], sums[2] / z.shape[-1]
+    return lse, sums[1]
+
+
+def _class_stats_jvp(integer, smooth, primals, tangents):
+    z, targets = primals
+    z_dot, targets_dot = tangents
+    stats = _class_stats(z, targets, integer, smooth)
+    p = _one_hot(targets, z) if integer else targets
+    lse_dot = jnp.sum(jnp.exp(z - stats[0][..., None]) * z_dot, axis=-1)
+    zp_dot = jnp.sum(p * z_dot, axis=-1)
+    if not integer and not isinstance(targets_dot, SymbolicZero):
+        zp_dot = zp_dot + jnp.sum(z * targets_dot, axis=-1)
+    out = (lse_dot, zp_dot) + ((jnp.mean(z_dot, axis=-1),) if smooth else ())
+    return stats, out
+
+
+_class_stats.defjvp(_class_stats_jvp, symbolic_zeros=True)
+
+
 def cross_entropy(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -100,8 +157,10 @@ def cross_entropy(
     where :math:`p` is the one-hot of an integer label (``targets`` of shape
     ``predictions.shape[:-1]``) or a given probability vector (float ``targets`` of shape
     ``predictions.shape``), and :math:`\varepsilon` is ``label_smoothing`` in [0, 1] (traced
-    arrays allowed). Uses ``jax.nn.log_softmax`` (max-shifted), so loss and gradient
-    :math:`\operatorname{softmax}(z) - q` are finite for logits of magnitude 1e4 and beyond.
+    arrays allowed). Computed as :math:`\operatorname{logsumexp}(z) - (1 - \varepsilon)\,z \cdot p
+    - \varepsilon\,\bar z` with a max-shifted logsumexp, so loss and gradient
+    :math:`\operatorname{softmax}(z) - q` are finite for logits of magnitude 1e4 and beyond; the
+    gradient is explicit (no (N, C) log-probabilities are kept for the backward pass).
     Concrete integer labels outside ``[0, C)`` raise ``ValueError``. In bits, divide by
     :math:`\log 2`: a uniform guess over :math:`C` classes costs :math:`\log_2 C` bits.
 
@@ -122,17 +181,18 @@ def cross_entropy(
     shape = checks.broadcast_shapes(name, **{"per-sample": shape, "label_smoothing": eps.shape})
     mask = red.prepare_mask(name, where, shape)
     logits = red.mask_input(predictions, mask, trailing=1)
-    logp = jax.nn.log_softmax(logits, axis=-1)
     if integer:
-        labels = red.mask_input(targets, mask)
-        nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+        targets = red.mask_input(targets, mask)
     else:
-        probs = red.mask_input(targets.astype(dtype), mask, trailing=1)
-        nll = -jnp.sum(probs * logp, axis=-1)
-    loss = nll
-    if not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0):
-        # -sum_c ((1 - eps) p_c + eps / C) logp_c = (1 - eps) nll + eps * (-mean_c logp_c)
-        loss = (1.0 - eps) * nll - eps * jnp.mean(logp, axis=-1)
+        targets = red.mask_input(targets.astype(dtype), mask, trailing=1)
+    smooth = not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0)
+    if smooth:
+        # -sum_c ((1 - eps) p_c + eps / C) log softmax(z)_c = lse - (1 - eps) z.p - eps mean(z)
+        lse, zp, zbar = _class_stats(logits, targets, integer, smooth)
+        loss = lse - (1.0 - eps) * zp - eps * zbar
+    else:
+        lse, zp = _class_stats(logits, targets, integer, smooth)
+        loss = lse - zp
     loss = jnp.broadcast_to(loss, shape)
     return red.reduce_loss(name, loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
 
@@ -283,6 +343,40 @@ def squared_hinge(
     return red.reduce_loss("squared_hinge", loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
 
 
+def _augmented_scores(s, labels):
+    """s_j + [j != y] and the one-hot of y."""
+    onehot = (labels[..., None] == jnp.arange(s.shape[-1], dtype=labels.dtype)).astype(s.dtype)
+    return s + (1.0 - onehot), onehot
+
+
+# max_j (s_j + [j != y]) - s_y with the derivative onehot(j*) - onehot(y), j* the first maximiser,
+# and 0 once the loss is 0 (at the margin too, where j* ties with y). Explicit, so the backward
+# pass is one elementwise pass over the scores rather than autodiff's scatter of the max.
+@jax.custom_jvp
+def _multiclass_hinge(s: jax.Array, labels: jax.Array) -> jax.Array:
+    v, onehot = _augmented_scores(s, labels)
+    # One variadic reduction (max of v, sum picking s_y): XLA fuses the one-hot's compare into it,
+    # where two separate reductions would first write v and the one-hot out in full.
+    top, true_score = jax.lax.reduce(
+        (v, s * onehot),
+        (jnp.array(-jnp.inf, s.dtype), jnp.array(0, s.dtype)),
+        lambda a, b: (jnp.maximum(a[0], b[0]), a[1] + b[1]),
+        (s.ndim - 1,),
+    )
+    return top - true_score
+
+
+@_multiclass_hinge.defjvp
+def _multiclass_hinge_jvp(primals, tangents):
+    s, labels = primals
+    s_dot = tangents[0]
+    value = _multiclass_hinge(s, labels)
+    v, onehot = _augmented_scores(s, labels)
+    top = (jnp.argmax(v, axis=-1)[..., None] == jnp.arange(s.shape[-1])).astype(s.dtype)
+    g = (top - onehot) * (value > 0).astype(s.dtype)[..., None]
+    return value, jnp.sum(g * s_dot, axis=-1)
+
+
 def multiclass_hinge(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -316,9 +410,5 @@ def multiclass_hinge(
     mask = red.prepare_mask(name, where, shape)
     s = red.mask_input(predictions, mask, trailing=1)
     labels = red.mask_input(targets, mask)
-    num_classes = s.shape[-1]
-    onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.bool_)
-    true_score = jnp.sum(jnp.where(onehot, s, 0), axis=-1)
-    others = jnp.max(jnp.where(onehot, -jnp.inf, s), axis=-1)
-    loss = jnp.broadcast_to(jax.nn.relu(others + 1.0 - true_score), shape)
+    loss = jnp.broadcast_to(_multiclass_hinge(s, labels), shape)
     return red.reduce_loss(name, loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
