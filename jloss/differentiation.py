@@ -73,7 +73,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -134,6 +134,8 @@ class Unrolled:
     """
 
     checkpoint: bool = False
+    # The scan runs every one of its steps, so the solver must mask a stopped run's steps itself.
+    runs_every_step: ClassVar[bool] = True
 
     def loop(self, cond: Callable, body: Callable, carry: Any, length: int) -> Any:
         """``length`` steps of ``body`` in a ``lax.scan``.

@@ -19,6 +19,12 @@ Design notes (for the code that builds on this module):
   of the same shapes reuses the compiled program. Static arguments are compared by identity for
   functions: build the optimizer (and ``fun``) once and reuse them; a fresh
   ``optax.adam(1e-3)`` or a fresh ``lambda`` is a new cache key and compiles again.
+* The step is as lean as the hand-written ``lax.scan`` loop: the while loop takes every
+  candidate step unguarded (its condition stops it on a non-finite one) and checks finiteness
+  and the gradient norm in one fused reduction per leaf. Only a run that failed is replayed, up
+  to its last good step, by a second while loop that takes no iterations otherwise
+  (:meth:`_Solver.recover`); loops that run every step regardless (``jloss.sweep``'s batched
+  loop, ``diff="unrolled"``'s scan) use the guarded step that masks each update instead.
 """
 
 from __future__ import annotations
@@ -387,6 +393,25 @@ def _all_finite(tree: Any) -> jax.Array:
     )
 
 
+def _finite_and_sq_norm(params: Any, grad: Any) -> tuple[jax.Array, jax.Array]:
+    """(every leaf of ``params`` and ``grad`` finite, squared norm of ``grad``): one fused
+    reduction per leaf (``0 * x`` is 0 for a finite x and NaN otherwise, without overflow)."""
+    bad, sq = [], []
+    for p, g in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(grad)):
+        g = jnp.asarray(g)
+        flag = jnp.zeros_like(g) * p + jnp.zeros_like(g) * g
+        if g.ndim == 0:
+            b, s = flag, g * g
+        else:
+            zero = jnp.zeros((), g.dtype)
+            b, s = lax.reduce((flag, g * g), (zero, zero), lambda a, c: (a[0] + c[0], a[1] + c[1]), tuple(range(g.ndim)))
+        bad.append(b)
+        sq.append(s)
+    if not sq:
+        return jnp.asarray(True), jnp.zeros((), jnp.float32)
+    return jnp.isfinite(functools.reduce(jnp.add, bad)), functools.reduce(jnp.add, sq)
+
+
 def _is_key(x: Any) -> bool:
     return jax.dtypes.issubdtype(jnp.result_type(x), jax.dtypes.prng_key)
 
@@ -578,8 +603,15 @@ class _Solver:
             perm=perm,
         )
 
-    def step(self, c: _Carry) -> _Carry:
-        """One update and the evaluation at the new params; a no-op for a stopped member."""
+    def step(self, c: _Carry, guard: bool = True) -> _Carry:
+        """One update and the evaluation at the new params.
+
+        ``guard=True``: a no-op for a stopped member, and a non-finite candidate is not accepted
+        (the carry keeps the last good state). That costs a select per leaf of params and
+        optimizer state every step, which a loop that runs only while ``status`` is running does
+        not need: with ``guard=False`` the candidate is always taken, a non-finite one stops the
+        loop with status NONFINITE, and :meth:`recover` restores the last good state afterwards.
+        """
         running = c.status == _RUNNING
         t = self.offset + c.step
         fargs = self.batch_args(c.perm, t)
@@ -603,12 +635,19 @@ class _Solver:
         else:
             t1, perm1 = t + 1, None
         value1, grad1 = self.value_and_grad(params1, state1, self.batch_args(perm1, t1))
-        finite = jnp.isfinite(value1) & _all_finite(grad1) & _all_finite(params1)
+        leaves_finite, sq_norm = _finite_and_sq_norm(params1, grad1)
+        finite = jnp.isfinite(value1) & leaves_finite
+        step1 = c.step + 1
+        status1 = self.status_of(finite, jnp.sqrt(sq_norm), step1)
+        history = c.history
+        if not guard:
+            if history is not None:
+                entry = jnp.where(finite, value1, jnp.nan).astype(history.dtype)
+                history = lax.dynamic_update_index_in_dim(history, entry, c.step, 0)
+            return _Carry(params1, state1, value1, grad1, step1, status1, history, perm1)
         # A stopped member (under vmap) and a non-finite candidate change nothing.
         accept = running & finite
-        step1 = c.step + 1
-        status = jnp.where(running, self.status_of(finite, optax.tree.norm(grad1), step1), c.status)
-        history = c.history
+        status = jnp.where(running, status1, c.status)
         if history is not None:
             i = jnp.minimum(c.step, self.options.max_steps - 1)
             entry = jnp.where(accept, value1, history[i]).astype(history.dtype)
@@ -622,6 +661,32 @@ class _Solver:
             status=status,
             history=history,
             perm=_select(accept, perm1, c.perm) if self.minibatch else None,
+        )
+
+    def recover(self, start: _Carry, end: _Carry) -> _Carry:
+        """The last good state of a run of unguarded steps from ``start`` that ended in ``end``.
+
+        A run that stopped on a non-finite candidate holds that candidate. It is replayed from
+        ``start`` with guarded steps up to the step before (the steps are deterministic), and
+        keeps the first run's status and history. The replay is a while loop whose trip count is
+        0 for a run that did not fail, so it costs nothing then; under ``jax.vmap`` only the
+        failed members replay.
+        """
+        failed = (end.status == Status.NONFINITE) & (end.step > start.step)
+        last_good = end.step - 1
+
+        def more(c):
+            return failed & (c.step < last_good) & (c.status == _RUNNING)
+
+        replay = lax.while_loop(more, self.step, start)
+        take = lambda new, old: _select(failed, new, old)
+        return end._replace(
+            params=take(replay.params, end.params),
+            opt_state=take(replay.opt_state, end.opt_state),
+            value=take(replay.value, end.value),
+            grad=take(replay.grad, end.grad),
+            step=jnp.where(failed, replay.step, end.step),
+            perm=take(replay.perm, end.perm) if self.minibatch else None,
         )
 
     def finish(self, c: _Carry) -> Result:
@@ -664,7 +729,10 @@ def _solve(
     and ``offset`` (int32, the ``total_steps`` already done) are arrays/pytrees of arrays.
     """
     solver = _Solver(fun, optimizer, options, args, tol, key, offset)
-    carry = solver.init(params0, opt_state0)
+    start = solver.init(params0, opt_state0)
+    carry = start
+    # A loop that runs every step regardless of status (diff="unrolled") needs the guarded step.
+    guarded = getattr(options.diff, "runs_every_step", False)
     if options.progress:
         handler = _ProgressBar(options.max_steps, options.name)
         every = _progress_every(options)
@@ -676,7 +744,7 @@ def _solve(
         report(carry.step, carry.status, True)
 
         def body(c):
-            c = solver.step(c)
+            c = solver.step(c, guard=guarded)
             lax.cond(
                 (c.step % every == 0) | (c.status != _RUNNING),
                 lambda step, status: report(step, status, False),
@@ -687,8 +755,10 @@ def _solve(
             return c
 
     else:
-        body = solver.step
+        body = functools.partial(solver.step, guard=guarded)
     carry = _loop(options, lambda c: c.status == _RUNNING, body, carry)
+    if not guarded:
+        carry = solver.recover(start, carry)
     return solver.finish(carry)
 
 

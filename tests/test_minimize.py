@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import chex
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -300,6 +301,31 @@ def test_nan_guard_returns_last_finite_params():
     np.testing.assert_allclose(res.params, w, rtol=1e-5)
     np.testing.assert_allclose(res.opt_state[0].mu, s[0].mu, rtol=1e-4, atol=1e-7)
     assert np.all(np.isfinite(res.history[:steps])) and np.all(np.isnan(res.history[steps:]))
+
+
+def test_nan_guard_recovery_is_exact_and_per_member_under_vmap():
+    # The loop takes unguarded steps and replays a failed run up to its last good step: the result
+    # must equal a run told to stop there, bitwise, and under vmap only failed members change.
+    def fun(w, c):  # turns NaN once w[0] >= c
+        return jnp.sum((w - 3.0) ** 2) + jnp.sqrt(c - w[0])
+
+    opt = optax.adam(0.1)
+    solve = jax.jit(lambda c: minimize(fun, jnp.zeros(2), opt, args=(c,), max_steps=300))
+    failed = solve(2.0)
+    assert failed.status == Status.NONFINITE and 0 < int(failed.steps) < 300
+    stopped = minimize(fun, jnp.zeros(2), opt, args=(2.0,), max_steps=int(failed.steps))
+    assert stopped.status == Status.MAX_STEPS
+    np.testing.assert_array_equal(failed.params, stopped.params)
+    np.testing.assert_array_equal(failed.opt_state[0].nu, stopped.opt_state[0].nu)
+    assert float(failed.loss) == float(stopped.loss)
+
+    cs = jnp.array([2.0, 10.0, 1.0])  # the 10.0 member never fails
+    batched = jax.vmap(solve)(cs)
+    for i, c in enumerate(cs):
+        one = solve(c)
+        chex.assert_trees_all_equal(jax.tree.map(lambda x: x[i], batched.params), one.params)
+        assert int(batched.steps[i]) == int(one.steps) and int(batched.status[i]) == int(one.status)
+    assert [Status(int(s)) for s in batched.status] == [Status.NONFINITE, Status.MAX_STEPS, Status.NONFINITE]
 
 
 def test_nan_guard_overflowing_update_and_nonfinite_start():
