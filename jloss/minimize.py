@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -236,7 +237,7 @@ def _prepare_params(name: str, params: Any) -> Any:
 
 
 def _check_progress(name: str, progress: Any) -> int:
-    """``progress`` as a number of bar updates: False -> 0, True -> 100 (about every 1%)."""
+    """``progress`` as the most bar updates: False -> 0, True -> 100 (at most every 1%)."""
     if isinstance(progress, (bool, np.bool_)):
         updates = 100 if progress else 0
     elif isinstance(progress, (int, np.integer)) and progress >= 1:
@@ -734,29 +735,24 @@ def _solve(
     # A loop that runs every step regardless of status (diff="unrolled") needs the guarded step.
     guarded = getattr(options.diff, "runs_every_step", False)
     if options.progress:
-        handler = _ProgressBar(options.max_steps, options.name)
-        every = _progress_every(options)
-
-        def report(step, status, start):
-            running = (status == _RUNNING).astype(jnp.int32)
-            jax.debug.callback(handler, _pack(step, running, status, start))
-
-        report(carry.step, carry.status, True)
+        report = _ProgressBar(options.max_steps, options.name, every=_progress_every(options)).report
+        plain_step = functools.partial(solver.step, guard=guarded)
 
         def body(c):
-            c = solver.step(c, guard=guarded)
-            lax.cond(
-                (c.step % every == 0) | (c.status != _RUNNING),
-                lambda step, status: report(step, status, False),
-                lambda step, status: None,
-                c.step,
-                c.status,
+            c, next_report = c
+            c = plain_step(c)
+            next_report = lax.cond(
+                (c.step >= next_report) | (c.status != _RUNNING),
+                lambda: report(c.step, (c.status == _RUNNING).astype(jnp.int32), c.status, False),
+                lambda: next_report,
             )
-            return c
+            return c, next_report
 
+        carry = (carry, report(carry.step, (carry.status == _RUNNING).astype(jnp.int32), carry.status, True))
+        carry, _ = _loop(options, lambda c: (c[0].status == _RUNNING) & _alive(c[1]), body, carry)
     else:
         body = functools.partial(solver.step, guard=guarded)
-    carry = _loop(options, lambda c: c.status == _RUNNING, body, carry)
+        carry = _loop(options, lambda c: c.status == _RUNNING, body, carry)
     if not guarded:
         carry = solver.recover(start, carry)
     return solver.finish(carry)
@@ -809,44 +805,88 @@ _solve_jit = jax.jit(_solve_differentiable, static_argnums=(0, 1, 2))
 # ----------------------------------------------------------------------------------------------
 
 
-def _pack(step, running, status, start: bool) -> jax.Array:
-    """The progress callback's one argument (one small transfer instead of four)."""
-    return jnp.stack(
-        [jnp.asarray(x, jnp.int32) for x in (step, running, status, jnp.int32(start))]
-    )
+def _alive(next_report: jax.Array) -> jax.Array:
+    """Always True; read by a loop's condition to keep the progress callback's result live."""
+    return next_report >= 0
 
 
 class _ProgressBar:
-    """Host side of the loop's ``jax.debug.callback``: draws a tqdm bar.
+    """Host side of a loop's progress bar (tqdm), and the schedule of its callbacks.
 
-    One object lives in each compiled program and serves every run of it. It is called with
-    one int32 array ``(step, running, status, start)``: ``start`` opens a bar (a fresh bar that
-    has not moved yet is kept, so repeated start calls of one run draw one bar), ``step`` moves it, and
-    the bar closes once ``running`` is 0 (the number of members still running; ``status`` is the
-    status code of a single run, unused in a sweep).
+    One object lives in each compiled program and serves every run of it. The loop calls
+    :meth:`report` (a ``jax.pure_callback``) at the start, at the step it was told to, and when
+    it stops; each call returns the step of the next one. A callback costs about 0.15 ms of
+    host round trip on CPU, so the schedule adapts to the measured speed: at most one update
+    per ``interval`` seconds (tqdm's own refresh rate) and at most one per ``every`` steps
+    (``progress=N`` gives N updates over ``max_steps``). A quick solve therefore calls back
+    twice (start and stop) once the speed is known (from the previous run of the same program,
+    or from this run's first update), and a long one every ``every`` steps.
 
-    Under a user's own ``jax.vmap`` of ``minimize`` every member calls it, every step (the 1%
-    guard becomes a select); the bar then closes when the first member stops.
-    ``jloss.sweep`` instead reports once per 1% of the steps for all members together.
+    The argument is one int32 array ``(step, running, status, start)`` (leading axes under
+    ``jax.vmap``, one row per member): ``start`` opens a bar, ``step`` moves it, and it closes
+    once ``running`` (the number of members still running) is 0; ``status`` names the final
+    state of a single run (unused in a sweep, which passes -1).
     """
 
-    def __init__(self, total: int, desc: str = "minimize", members: int | None = None):
+    interval = 0.1  # seconds between updates at most
+
+    def __init__(self, total: int, desc: str = "minimize", members: int | None = None, every: int = 1):
         self.total = total
         self.desc = desc
         self.members = members  # K in a sweep (shown as "r/K running"), None for minimize
+        self.every = max(1, int(every))
         self.bar = None
+        self.pending = False  # a run has started and its bar is not made yet
+        self.rate = None  # steps per second, measured
+        self.t0 = self.s0 = None
 
-    def __call__(self, packed) -> None:
-        """Called from the compiled loop; see the class docstring."""
-        step, running, status, start = (int(x) for x in np.asarray(packed))
-        if start and (self.bar is None or self.bar.n > 0):
-            if self.bar is not None:
+    def report(self, step, running, status, start: bool) -> jax.Array:
+        """The device side: call back with the packed state; returns the next step to report."""
+        packed = jnp.stack([jnp.asarray(x, jnp.int32) for x in (step, running, status, jnp.int32(start))])
+        # A pure_callback (an io_callback could not sit in a cond under vmap). Its result only
+        # feeds the next guard, so the loop's condition must read it (see ``_alive``), or JAX's
+        # while-loop DCE would drop the callback as dead code.
+        return jax.pure_callback(
+            self, jax.ShapeDtypeStruct((), jnp.int32), packed, vmap_method="expand_dims"
+        )
+
+    def __call__(self, packed) -> np.ndarray:
+        packed = np.asarray(packed)
+        rows = packed.reshape(-1, 4)
+        step = int(rows[:, 0].max())
+        running = int(rows[:, 1].sum())
+        status = int(rows[0, 2])
+        start = bool(rows[:, 3].any())
+        now = time.perf_counter()
+        if start or self.t0 is None:
+            self.t0, self.s0 = now, step
+        elif step > self.s0 and now > self.t0:
+            self.rate = (step - self.s0) / (now - self.t0)
+        self._draw(step, running, status, start)
+        gap = self.every
+        if self.rate is not None:
+            gap = max(gap, int(self.rate * self.interval))
+        return np.full(packed.shape[:-1], min(step + gap, np.iinfo(np.int32).max), np.int32)
+
+    def _draw(self, step: int, running: int, status: int, start: bool) -> None:
+        # The bar is made at the first update after the start (or at the end), not at the start
+        # itself: a quick run then pays for one drawing only, its final line.
+        if start:
+            if self.bar is not None and self.bar.n > 0:
                 self.bar.close()
-            tqdm = _import_tqdm(self.desc)
-            self.bar = tqdm(total=self.total, desc=self.desc, unit="step", leave=True)
-        bar = self.bar
-        if bar is None:
+                self.bar = None
+            self.pending = True
             return
+        if self.bar is None:
+            if not self.pending:
+                return
+            tqdm = _import_tqdm(self.desc)
+            # Drawn from ``interval`` seconds into the run (tqdm's delay); the clock starts at the
+            # start callback, so the rate it shows is the run's.
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="step", leave=True, delay=self.interval)
+            self.bar.start_t = self.bar.last_print_t = self.bar._time() - (time.perf_counter() - self.t0)
+            self.pending = False
+        bar = self.bar
         if self.members is not None and running > 0:
             bar.set_postfix_str(f"{running}/{self.members} running", refresh=False)
         if step > bar.n:
@@ -854,6 +894,7 @@ class _ProgressBar:
         if running == 0:
             final = Status(status).name.lower() if status >= 0 else "done"
             bar.set_postfix_str(final, refresh=False)
+            bar.delay = 0  # tqdm skips the closing line of a bar never drawn; draw it once
             bar.close()
             self.bar = None
 
@@ -908,11 +949,12 @@ def minimize(
         used as the optimizer state for ``init_params`` (the minibatch schedule then restarts
         at epoch 0). Cold and warm starts share one compiled program.
       progress: draw a tqdm progress bar (``pip install jloss[progress]``), fed from the compiled
-        loop by ``jax.debug.callback`` about every 1% of ``max_steps`` (guarded by ``lax.cond``);
-        an int ``n`` asks for about ``n`` updates instead (each callback costs a host round trip,
-        ~0.1-1 ms on CPU: use fewer for short runs). Off, nothing is traced.
-        Under your own ``jax.vmap`` the 1% guard becomes a select, so every member calls back
-        every step (slow); ``jloss.sweep`` draws one cheap bar for all its members.
+        loop by a host callback (guarded by ``lax.cond``) at most every 1% of ``max_steps`` (an
+        int ``n``: at most ``n`` updates) and at most every 0.1 s: each callback returns the step
+        of the next one from the measured speed, so a quick solve calls back only at its start
+        and end (a callback is a host round trip, ~0.15 ms on CPU) and draws only its final line.
+        Off, nothing is traced. Under your own ``jax.vmap`` the guard becomes a select, so every
+        step calls back (slow); ``jloss.sweep`` draws one cheap bar for all its members.
       diff: how derivatives w.r.t. ``args`` are computed (:mod:`jloss.differentiation`):
         ``"implicit"`` (default), ``"unrolled"``, ``None``, or ``Implicit(ridge=..., solver_tol=...,
         solver_maxiter=...)`` / ``Unrolled(checkpoint=True)`` for options. See Gradients below.

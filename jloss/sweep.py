@@ -30,9 +30,9 @@ from jloss.minimize import (
     _loop,
     _Options,
     _prepare_params,
-    _pack,
     _progress_every,
     _ProgressBar,
+    _alive,
     _resolve_batching,
     _resolve_diff,
     _Solver,
@@ -111,35 +111,30 @@ def _sweep(fun, optimizer, options, params0, grid, args, opt_state0, tol, key, o
 
     # The loop runs until every member has stopped; stopped members are frozen inside step().
     # Its counter ``it`` stays unbatched, so the progress guard below is a real branch.
-    if options.progress:
-        handler = _ProgressBar(options.max_steps, options.name, members=k)
-        every = _progress_every(options)
-
-        def report(it, running, start):
-            jax.debug.callback(handler, _pack(it, running, -1, start))
-
     def n_running(c):
         return jnp.sum(c.status == _RUNNING, dtype=jnp.int32)
 
+    if options.progress:
+        report = _ProgressBar(options.max_steps, options.name, members=k, every=_progress_every(options)).report
+
     def body(state):
-        it, c = state
+        it, next_report, c = state
         c = step_member(grid, offset, c)
         it = it + 1
         if options.progress:
             running = n_running(c)
-            lax.cond(
-                (it % every == 0) | (running == 0),
-                lambda it, r: report(it, r, False),
-                lambda it, r: None,
-                it,
-                running,
+            next_report = lax.cond(
+                (it >= next_report) | (running == 0),
+                lambda: report(it, running, -1, False),
+                lambda: next_report,
             )
-        return it, c
+        return it, next_report, c
 
     it0 = jnp.zeros((), jnp.int32)
-    if options.progress:
-        report(it0, n_running(carry), True)
-    _, carry = _loop(options, lambda s: jnp.any(s[1].status == _RUNNING), body, (it0, carry))
+    next0 = report(it0, n_running(carry), -1, True) if options.progress else it0
+    _, _, carry = _loop(
+        options, lambda s: jnp.any(s[2].status == _RUNNING) & _alive(s[1]), body, (it0, next0, carry)
+    )
     return jax.vmap(lambda h, off, c: solver(h, off).finish(c))(grid, offset, carry)
 
 
@@ -196,7 +191,8 @@ def sweep(
       init: a previous sweep's :class:`Result` (every field with leading axis K), with
         ``init_params=None``, to continue each member exactly where it stopped.
       progress: one tqdm bar for the whole sweep (iterations of the shared loop, with the number
-        of members still running), updated about every 1% of ``max_steps``.
+        of members still running), updated at most every 1% of ``max_steps`` and every 0.1 s
+        (the schedule of ``minimize``'s ``progress``).
 
     Returns:
       a :class:`jloss.Result` whose every field has a leading axis K (see ``minimize`` for the

@@ -504,7 +504,33 @@ def test_progress_bar_writes_output_and_costs_nothing_when_off(capfd):
     np.testing.assert_array_equal(res.params, _adam_run(jnp.zeros(3), 500).params)
     on = str(jax.make_jaxpr(lambda X: _adam_run(jnp.zeros(3), 500, progress=True))(X))
     off = str(jax.make_jaxpr(lambda X: _adam_run(jnp.zeros(3), 500))(X))
-    assert "debug_callback" in on and "debug_callback" not in off
+    assert "pure_callback" in on and "pure_callback" not in off
+
+
+def test_progress_callbacks_adapt_to_the_measured_speed(monkeypatch, capfd):
+    # Each callback returns the step of the next one: at most one per `every` steps (progress=N
+    # gives N updates) and, once the speed is known, at most one per `interval` seconds.
+    minimize_module = sys.modules["jloss.minimize"]  # the module (jloss.minimize is the function)
+    calls = []
+    call = minimize_module._ProgressBar.__call__
+
+    def counting(self, packed):
+        calls.append(int(np.asarray(packed).reshape(-1, 4)[0, 0]))
+        return call(self, packed)
+
+    monkeypatch.setattr(minimize_module._ProgressBar, "__call__", counting)
+    fun = lambda w: jnp.sum((w - 1.0) ** 2)  # noqa: E731  (one object: one compiled program)
+    opt = optax.sgd(1e-3)
+    monkeypatch.setattr(minimize_module._ProgressBar, "interval", 0.0)  # the step schedule alone
+    minimize(fun, jnp.zeros(2), opt, max_steps=400, progress=8)
+    assert calls == [0, 50, 100, 150, 200, 250, 300, 350, 400]
+    calls.clear()
+    monkeypatch.setattr(minimize_module._ProgressBar, "interval", 1e6)  # every run is "quick"
+    minimize(fun, jnp.zeros(2), opt, max_steps=400, progress=8)  # learns the speed at step 50
+    minimize(fun, jnp.zeros(2), opt, max_steps=400, progress=8)
+    assert calls[-2:] == [0, 400]  # the second run: start and stop only
+    err = capfd.readouterr().err
+    assert err.count("400/400") == 3  # and every run still draws its final line
 
 
 def test_progress_without_tqdm_names_the_extra(monkeypatch):
