@@ -478,6 +478,14 @@ def test_minibatch_schedule_and_partial_batch_are_as_documented():
         if t == 1:  # one epoch: no sample repeats, n % bs = 2 samples left out
             assert sorted(np.unique(counts)) == [0.0, 1.0] and counts.sum() == 8
     assert int(res.total_steps) == 5
+    # Several steps per call (the nested epoch loop) and warm starts from mid-epoch follow the
+    # same schedule: 5 steps at once, 3 + 2 and 1 + 4 equal the one-step-at-a-time run.
+    np.testing.assert_array_equal(_schedule_run(key, jnp.zeros(n), steps=5).params, res.params)
+    for first in (3, 1):
+        head = _schedule_run(key, jnp.zeros(n), steps=first)
+        tail = _schedule_run(key, None, steps=5 - first, init=head)
+        np.testing.assert_array_equal(tail.params, res.params)
+        assert int(tail.total_steps) == 5
 
 
 def test_minibatch_under_vmap_follows_each_members_key():
