@@ -203,6 +203,7 @@ _bce_kernel = fusion.kernel(
     lambda x, y: jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x))) - y * x,
     lambda x, y: jax.nn.sigmoid(x) - y,
     lambda x, y: -x,
+    small=lambda x, y: jax.nn.softplus(x) - y * x,
 )
 
 
@@ -284,11 +285,14 @@ _hinge_kernel = fusion.kernel(
     lambda s, y: _positive_part(_violation(s, y)),
     lambda s, y: -y * (_violation(s, y, fusion.opaque(1.0, s.dtype)) > 0).astype(s.dtype),
     lambda s, y: -s * (_violation(s, y, fusion.opaque(1.0, s.dtype)) > 0).astype(s.dtype),
+    # the constant branch at the margin pins the gradient there to 0
+    small=lambda s, y: jnp.where(_violation(s, y) > 0, _violation(s, y), 0.0),
 )
 _squared_hinge_kernel = fusion.kernel(
     lambda s, y: jnp.square(_positive_part(_violation(s, y))),
     lambda s, y: -2.0 * y * jnp.maximum(_violation(s, y, fusion.opaque(1.0, s.dtype)), 0.0),
     lambda s, y: -2.0 * s * jnp.maximum(_violation(s, y, fusion.opaque(1.0, s.dtype)), 0.0),
+    small=lambda s, y: jnp.where(_violation(s, y) > 0, jnp.square(_violation(s, y)), 0.0),
 )
 
 

@@ -17,23 +17,42 @@ the value's; a literal a derivative shares with the value (the 0 of ``maximum(z,
 0 of ``z > 0``) goes through :func:`opaque` for the same reason. Autodiff's own rule for ``maximum`` would split a tie 0.5/0.5; here the derivative
 at every kink is whatever the derivative function says, and it is differentiable again (so
 Hessians and the implicit hypergradients of :mod:`jloss.differentiation` work).
+
+Only large inputs need this: below :data:`MIN_SIZE` elements a kernel's plain ``where`` form is
+as fast alone and faster under ``jax.vmap``, so :func:`kernel` picks the form by the (static)
+size. ``tests/test_fusion.py`` checks that the two forms agree, kinks included.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 
-def kernel(value: Callable[..., jax.Array], *derivatives: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+#: Inputs with fewer elements than this use a kernel's ``small`` form. Below it XLA's CPU backend
+#: reduces with its own fused reduce-window tree, where a plain ``where`` kernel is as good, and
+#: under ``jax.vmap`` (a sweep: many small problems) the fused form's arithmetic would land in the
+#: library reduction, which runs it on one thread (1.6x slower for 64 x 2,000 Huber residuals).
+MIN_SIZE = 1 << 18
+
+
+def kernel(
+    value: Callable[..., jax.Array],
+    *derivatives: Callable[..., jax.Array],
+    small: Callable[..., jax.Array] | None = None,
+) -> Callable[..., jax.Array]:
     """``value(x, *hyper)`` with ``d value / d arg_i = derivatives[i](x, *hyper)``.
 
     ``x`` is the per-sample input (a residual, a margin, a logit); ``hyper`` are the loss's
     hyperparameters (or a second array input). Every derivative has the broadcast shape of the
-    value or broadcasts to it.
+    value or broadcasts to it. ``small``, if given, is the same function written plainly (its
+    autodiff derivatives pinned the same way), used for inputs of fewer than :data:`MIN_SIZE`
+    elements (per ``vmap`` member: shapes are static, so the choice is made at trace time).
     """
     fun = jax.custom_jvp(value)
 
@@ -54,7 +73,15 @@ def kernel(value: Callable[..., jax.Array], *derivatives: Callable[..., jax.Arra
         return out, jnp.broadcast_to(out_dot, out.shape).astype(out.dtype)
 
     fun.defjvp(jvp, symbolic_zeros=True)
-    return fun
+    if small is None:
+        return fun
+
+    def dispatch(*args, **kwargs):
+        shapes = [jnp.shape(a) for a in (*args, *kwargs.values())]
+        size = math.prod(np.broadcast_shapes(*shapes))
+        return (small if size < MIN_SIZE else fun)(*args, **kwargs)
+
+    return dispatch
 
 
 def opaque(value: float, dtype) -> jax.Array:

@@ -112,10 +112,13 @@ def mae(
 
 # 0.5 q^2 + delta (|r| - q) with q = min(|r|, delta): select-free, and nothing large is squared.
 # Gradient clip(r, -delta, delta): continuous at |r| == delta, 0 at r == 0. In delta: |r| - q.
+# The small form selects the quadratic branch where |r| <= delta (an unselected inf gets a zero
+# cotangent, so gradients stay finite); at |r| == delta that gives the same +-delta.
 _huber_kernel = fusion.kernel(
     lambda r, delta: _huber_value(jnp.abs(r), jnp.minimum(jnp.abs(r), delta), delta),
     lambda r, delta: jnp.clip(r, -delta, delta),
     lambda r, delta: jnp.abs(r) - jnp.minimum(jnp.abs(r), delta),
+    small=lambda r, delta: jnp.where(jnp.abs(r) <= delta, 0.5 * r * r, delta * (jnp.abs(r) - 0.5 * delta)),
 )
 
 
@@ -224,6 +227,7 @@ def pseudo_huber(
 _log_cosh_kernel = fusion.kernel(
     lambda r: jnp.abs(r) + jnp.log1p(jnp.exp(-2.0 * jnp.abs(r))) - jnp.log(2.0).astype(r.dtype),
     jnp.tanh,
+    small=lambda r: jnp.logaddexp(r, -r) - jnp.log(2.0).astype(r.dtype),
 )
 
 
@@ -258,6 +262,8 @@ _quantile_kernel = fusion.kernel(
     lambda r, tau: jnp.maximum(-tau * r, (1.0 - tau) * r),
     lambda r, tau: jnp.where(r > 0, 1.0 - tau, jnp.where(r < 0, -tau, 0.0)),
     lambda r, tau: -r,
+    # the outer where selects a constant at r == 0, which pins the gradient there to 0
+    small=lambda r, tau: jnp.where(r == 0, 0.0, r * jnp.where(r < 0, -tau, 1.0 - tau)),
 )
 
 
@@ -298,6 +304,7 @@ _epsilon_insensitive_kernel = fusion.kernel(
     lambda r, epsilon: jnp.maximum(jnp.abs(r) - epsilon, 0.0),
     lambda r, epsilon: (r > epsilon).astype(r.dtype) - (r < -epsilon).astype(r.dtype),
     lambda r, epsilon: -((r > epsilon) | (r < -epsilon)).astype(r.dtype),
+    small=lambda r, epsilon: jnp.where(jnp.abs(r) > epsilon, jnp.abs(r) - epsilon, 0.0),
 )
 
 

@@ -14,7 +14,7 @@ from jax.test_util import check_grads
 import jloss
 from jloss import fusion
 
-N, C = 200_000, 10
+N, C = fusion.MIN_SIZE, 10  # the fused forms start at MIN_SIZE elements
 
 
 def _inputs(name):
@@ -55,3 +55,47 @@ def test_kernel_uses_the_given_derivatives_to_second_order():
     # jvp with a symbolic-zero tangent in the hyperparameter gives the x-derivative alone.
     _, t = jax.jvp(lambda x: soft(x, 0.7), (x,), (jnp.ones_like(x),))
     np.testing.assert_allclose(t, 0.7 * jax.nn.sigmoid(x), rtol=1e-6)
+
+
+# Residual-like inputs with every kink in them: 0, +-1 (Huber's delta and the hinge margin),
+# +-0.1 (epsilon), huge values, and random ones.
+_KINKS = jnp.array([0.0, 1.0, -1.0, 0.1, -0.1, 1e30, -1e30, 2.5, -0.3, 1e-8])
+_HYPER = {"huber": 1.0, "pseudo_huber": 1.0, "quantile": 0.3, "epsilon_insensitive": 0.1}
+
+
+def _both_forms(monkeypatch, fun, *args):
+    monkeypatch.setattr(fusion, "MIN_SIZE", 0)
+    fused = fun(*args)
+    monkeypatch.setattr(fusion, "MIN_SIZE", 1 << 62)
+    plain = fun(*args)
+    return fused, plain
+
+
+@pytest.mark.parametrize(
+    "name", ["mae", "huber", "pseudo_huber", "log_cosh", "quantile", "epsilon_insensitive",
+             "hinge", "squared_hinge", "binary_cross_entropy"],
+)
+def test_fused_and_small_forms_agree_with_pinned_kinks(monkeypatch, name):
+    loss = jloss.get(name)
+    x = jnp.concatenate([_KINKS, jax.random.normal(jax.random.PRNGKey(1), (40,))])
+    if name in ("hinge", "squared_hinge"):  # margins 1 - y s at the kinks: s = y (1 - kink)
+        y = jnp.where(jnp.arange(x.size) % 2 == 0, 1.0, -1.0)
+        x = jnp.where(jnp.abs(x) < 1e20, y * (1.0 - x), x)
+    elif name == "binary_cross_entropy":
+        y = (jnp.arange(x.size) % 3 == 0).astype(jnp.float32)
+    else:
+        y = jnp.zeros_like(x)
+    hyper = (_HYPER[name],) if name in _HYPER else ()
+
+    def values_and_derivatives(x):
+        per_sample = lambda x, *h: loss(x, y, *h, reduction="none")  # noqa: E731
+        grad = jax.grad(lambda x: jnp.sum(per_sample(x, *hyper)))(x)  # elementwise: d l_i / d x_i
+        d_hyper = jax.jacfwd(lambda h: per_sample(x, h))(*hyper) if hyper else None
+        return per_sample(x, *hyper), grad, d_hyper
+
+    fused, plain = _both_forms(monkeypatch, values_and_derivatives, x)  # no jit: traced anew
+    np.testing.assert_allclose(fused[0], plain[0], rtol=1e-6)
+    # the derivative in the predictions, kinks included, is the same number in both forms
+    np.testing.assert_allclose(fused[1], plain[1], rtol=1e-5, atol=1e-7)
+    if hyper:  # and in the hyperparameter
+        np.testing.assert_allclose(fused[2], plain[2], rtol=1e-5, atol=1e-7)
