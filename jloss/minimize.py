@@ -604,7 +604,7 @@ class _Solver:
             perm=perm,
         )
 
-    def step(self, c: _Carry, guard: bool = True, perm: Any = None, next_perm: Any = None) -> _Carry:
+    def step(self, c: _Carry, guard: Any = "full", perm: Any = None, next_perm: Any = None) -> _Carry:
         """One update and the evaluation at the new params.
 
         In minibatch mode the step reads this epoch's permutation from ``c.perm`` and takes the
@@ -612,11 +612,13 @@ class _Solver:
         both: ``perm`` (then ``c.perm`` may be None) and ``next_perm`` (default: ``perm``), as
         :meth:`run_epochs` does, which spares every step the cond's copy of the permutation.
 
-        ``guard=True``: a no-op for a stopped member, and a non-finite candidate is not accepted
+        ``guard="full"``: a no-op for a stopped member, and a non-finite candidate is not accepted
         (the carry keeps the last good state). That costs a select per leaf of params and
         optimizer state every step, which a loop that runs only while ``status`` is running does
-        not need: with ``guard=False`` the candidate is always taken, a non-finite one stops the
+        not need: with ``guard=None`` the candidate is always taken, a non-finite one stops the
         loop with status NONFINITE, and :meth:`recover` restores the last good state afterwards.
+        ``guard="stopped"`` (``jloss.sweep``'s batched loop) freezes stopped members only and
+        leaves non-finite candidates to :meth:`recover` as well.
         """
         running = c.status == _RUNNING
         t = self.offset + c.step
@@ -653,17 +655,21 @@ class _Solver:
         step1 = c.step + 1
         status1 = self.status_of(finite, jnp.sqrt(sq_norm), step1)
         history = c.history
-        if not guard:
+        if guard is None:
             if history is not None:
                 entry = jnp.where(finite, value1, jnp.nan).astype(history.dtype)
                 history = lax.dynamic_update_index_in_dim(history, entry, c.step, 0)
             return _Carry(params1, state1, value1, grad1, step1, status1, history, None if known else perm1)
-        # A stopped member (under vmap) and a non-finite candidate change nothing.
-        accept = running & finite
+        # A stopped member (under vmap) changes nothing, nor (guard="full") does a non-finite
+        # candidate. guard="stopped" takes non-finite candidates (they stop the member, and
+        # recover() restores its last good state): the select then depends on the status at the
+        # start of the step only, so XLA fuses it into the update instead of a pass of its own.
+        accept = running if guard == "stopped" else running & finite
         status = jnp.where(running, status1, c.status)
         if history is not None:
             i = jnp.minimum(c.step, self.options.max_steps - 1)
-            entry = jnp.where(accept, value1, history[i]).astype(history.dtype)
+            entry = jnp.where(running & finite, value1, jnp.nan)
+            entry = jnp.where(running, entry, history[i]).astype(history.dtype)
             history = lax.dynamic_update_index_in_dim(history, entry, i, 0)
         return _Carry(
             params=_select(accept, params1, c.params),
@@ -697,13 +703,13 @@ class _Solver:
         def epoch(co):
             perm = co.perm
             inner = lax.while_loop(
-                in_epoch, lambda ci: self.step(ci, guard=False, perm=perm), co._replace(perm=None)
+                in_epoch, lambda ci: self.step(ci, guard=None, perm=perm), co._replace(perm=None)
             )
 
             def boundary(ci):
                 t1 = self.offset + ci.step + 1
                 next_perm = lax.cond(self.more_steps(ci), lambda: self.epoch_perm(t1), lambda: perm)
-                out = self.step(ci, guard=False, perm=perm, next_perm=next_perm)
+                out = self.step(ci, guard=None, perm=perm, next_perm=next_perm)
                 return out._replace(perm=next_perm)
 
             return lax.cond(
@@ -781,10 +787,10 @@ def _solve(
     start = solver.init(params0, opt_state0)
     carry = start
     # A loop that runs every step regardless of status (diff="unrolled") needs the guarded step.
-    guarded = getattr(options.diff, "runs_every_step", False)
+    guarded = _runs_every_step(options)
     if options.progress:
         report = _ProgressBar(options.max_steps, options.name, every=_progress_every(options)).report
-        plain_step = functools.partial(solver.step, guard=guarded)
+        plain_step = functools.partial(solver.step, guard="full" if guarded else None)
 
         def body(c):
             c, next_report = c
@@ -801,11 +807,17 @@ def _solve(
     elif solver.minibatch and not guarded:
         carry = solver.run_epochs(carry)
     else:
-        body = functools.partial(solver.step, guard=guarded)
+        body = functools.partial(solver.step, guard="full" if guarded else None)
         carry = _loop(options, lambda c: c.status == _RUNNING, body, carry)
     if not guarded:
         carry = solver.recover(start, carry)
     return solver.finish(carry)
+
+
+def _runs_every_step(options: _Options) -> bool:
+    """True for a loop that runs every step whatever the status (``diff="unrolled"``'s scan): it
+    needs the fully guarded step, and nothing runs after it to recover a failed run."""
+    return getattr(options.diff, "runs_every_step", False)
 
 
 def _example_batch(args: tuple, options: _Options) -> tuple:

@@ -35,6 +35,7 @@ from jloss.minimize import (
     _alive,
     _resolve_batching,
     _resolve_diff,
+    _runs_every_step,
     _Solver,
     _strong,
 )
@@ -107,7 +108,11 @@ def _sweep(fun, optimizer, options, params0, grid, args, opt_state0, tol, key, o
     carry = jax.vmap(lambda h, off, p, s: solver(h, off).init(p, s))(
         grid, offset, params0, opt_state0
     )
-    step_member = jax.vmap(lambda h, off, c: solver(h, off).step(c))
+    start = carry
+    # Stopped members are frozen; a non-finite candidate stops its member and is undone by
+    # recover() after the loop (unless the loop runs every step: diff="unrolled").
+    guard = "full" if _runs_every_step(options) else "stopped"
+    step_member = jax.vmap(lambda h, off, c: solver(h, off).step(c, guard=guard))
 
     # The loop runs until every member has stopped; stopped members are frozen inside step().
     # Its counter ``it`` stays unbatched, so the progress guard below is a real branch.
@@ -135,6 +140,8 @@ def _sweep(fun, optimizer, options, params0, grid, args, opt_state0, tol, key, o
     _, _, carry = _loop(
         options, lambda s: jnp.any(s[2].status == _RUNNING) & _alive(s[1]), body, (it0, next0, carry)
     )
+    if guard == "stopped":
+        carry = jax.vmap(lambda h, off, s, c: solver(h, off).recover(s, c))(grid, offset, start, carry)
     return jax.vmap(lambda h, off, c: solver(h, off).finish(c))(grid, offset, carry)
 
 

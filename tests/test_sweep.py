@@ -110,6 +110,26 @@ def test_dict_grid_drives_the_learning_rate_and_equals_a_loop():
     assert sweep_best(res, np.array([3.0, np.nan, 2.0]))[0] == 2  # NaN metrics are skipped
 
 
+def _nan_past(w, c):  # finite while w[0] < c; Adam pushes w towards 3
+    return jnp.sum((w - 3.0) ** 2) + jnp.sqrt(c - w[0])
+
+
+def test_sweep_members_that_turn_nonfinite_keep_their_last_good_state():
+    # Members that fail are stopped, their last good state restored (recover), and the rest are
+    # untouched: each equals its own minimize call, bitwise.
+    opt = optax.adam(0.1)
+    cs = jnp.array([2.0, 10.0, 1.0, 2.5])
+    res = sweep(_nan_past, jnp.zeros(2), opt, cs, max_steps=300)
+    statuses = [Status(int(s)) for s in res.status]
+    assert statuses == [Status.NONFINITE, Status.MAX_STEPS, Status.NONFINITE, Status.NONFINITE]
+    for k, c in enumerate(cs):
+        alone = minimize(_nan_past, jnp.zeros(2), opt, args=(c,), max_steps=300)
+        np.testing.assert_array_equal(res.params[k], alone.params)
+        assert int(res.steps[k]) == int(alone.steps) and float(res.loss[k]) == float(alone.loss)
+        np.testing.assert_array_equal(res.history[k], alone.history)
+        assert np.all(np.isfinite(res.params[k]))
+
+
 def test_sweep_warm_start_continues_every_member():
     full = _lr_sweep(200)
     half = _lr_sweep(100)
