@@ -13,10 +13,12 @@ reduction) from reaching that:
 ``maximum``, ``abs``, arithmetic, ``exp``/``log1p``/``sqrt``/``tanh``) and one derivative
 function per argument, free to use ``where`` to pin kink gradients. The derivatives see the
 hyperparameters through :func:`jax.lax.optimization_barrier`, so their broadcasts stay apart from
-the value's; a literal a derivative shares with the value (the 0 of ``maximum(z, 0)`` against the
-0 of ``z > 0``) goes through :func:`opaque` for the same reason. Autodiff's own rule for ``maximum`` would split a tie 0.5/0.5; here the derivative
-at every kink is whatever the derivative function says, and it is differentiable again (so
-Hessians and the implicit hypergradients of :mod:`jloss.differentiation` work).
+the value's; a literal a derivative shares with the value (the 1 of pseudo-Huber's
+``sqrt(1 + z^2)``, the hinge margin) goes through :func:`opaque` for the same reason. (XLA folds a
+barrier around a bare 0, so the hinge's value avoids that literal instead.) Autodiff's own rule
+for ``maximum`` would split a tie 0.5/0.5; here the derivative at every kink is whatever the
+derivative function says, and it is differentiable again (so Hessians and the implicit
+hypergradients of :mod:`jloss.differentiation` work).
 
 Only large inputs need this: below :data:`MIN_SIZE` elements a kernel's plain ``where`` form is
 as fast alone and faster under ``jax.vmap``, so :func:`kernel` picks the form by the (static)
