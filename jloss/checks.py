@@ -95,3 +95,27 @@ def check_hyperparameter(name: str, argname: str, x: Any, ok, requirement: str) 
         raise TypeError(f"{name}: {argname} must be a real number, got dtype {arr.dtype}.")
     check_value(name, argname, x, ok, requirement)
     return arr
+
+
+def leading_size(leaves, scalar_error, mismatch_error) -> tuple[int | None, str | None]:
+    """The leading size shared by labelled arrays, and the label of the first; (None, None) if
+    there are none. ``leaves`` holds ``(label, array)`` pairs. A scalar raises
+    ``ValueError(scalar_error(label))``, a different leading size
+    ``ValueError(mismatch_error(first_label, size, label, its_size))``: each caller words its own.
+    """
+    n = first = None
+    for label, leaf in leaves:
+        shape = np.shape(leaf)
+        if len(shape) == 0:
+            raise ValueError(scalar_error(label))
+        if n is None:
+            n, first = shape[0], label
+        elif shape[0] != n:
+            raise ValueError(mismatch_error(first, n, label, shape[0]))
+    return n, first
+
+
+def labelled_leaves(prefix: str, tree: Any):
+    """``(prefix + keystr(path), leaf)`` for every leaf of ``tree``."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    return [(f"{prefix}{jax.tree_util.keystr(path)}", leaf) for path, leaf in leaves]

@@ -41,6 +41,7 @@ import numpy as np
 import optax
 from jax import lax
 
+from jloss import checks
 from jloss.sharding import _minibatch_options
 
 __all__ = ["minimize", "Result", "Status"]
@@ -315,25 +316,18 @@ def _resolve_batching(
         source = f"args{list(batch_args)}"
     if not batch_args:
         raise ValueError(f"{name}: batch_size={batch_size} but there is no data argument to slice.")
-    n = None
-    first = None
-    for i in batch_args:
-        for path, leaf in jax.tree_util.tree_leaves_with_path(args[i]):
-            where = f"args[{i}]{jax.tree_util.keystr(path)}"
-            shape = np.shape(leaf)
-            if len(shape) == 0:
-                raise ValueError(
-                    f"{name}: minibatch mode slices {source} along a leading axis, but {where} "
-                    "is a scalar. Leave it out with batch_args=(indices of the data arguments)."
-                )
-            if n is None:
-                n, first = shape[0], where
-            elif shape[0] != n:
-                raise ValueError(
-                    f"{name}: minibatch mode slices {source} along their leading axis, which must "
-                    f"be the same N for all of them: {first} has {n} rows but {where} has "
-                    f"{shape[0]}. Pass batch_args= to name the data arguments."
-                )
+    n, first = checks.leading_size(
+        [item for i in batch_args for item in checks.labelled_leaves(f"args[{i}]", args[i])],
+        lambda where: (
+            f"{name}: minibatch mode slices {source} along a leading axis, but {where} "
+            "is a scalar. Leave it out with batch_args=(indices of the data arguments)."
+        ),
+        lambda first, n, where, m: (
+            f"{name}: minibatch mode slices {source} along their leading axis, which must "
+            f"be the same N for all of them: {first} has {n} rows but {where} has "
+            f"{m}. Pass batch_args= to name the data arguments."
+        ),
+    )
     if n is None:
         raise ValueError(f"{name}: batch_size={batch_size} but {source} hold no arrays.")
     if batch_size > n:

@@ -41,6 +41,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from jloss import checks
+
 __all__ = ["make_mesh", "shard_data", "replicate", "shard_grid"]
 
 
@@ -154,21 +156,14 @@ def _rows(name: str, what: str, tree: Any) -> int:
     leaves = jax.tree_util.tree_leaves_with_path(tree)
     if not leaves:
         raise ValueError(f"{name}: {what} holds no arrays.")
-    n = first = None
-    for path, leaf in leaves:
-        where = f"{what}{jax.tree_util.keystr(path)}"
-        shape = np.shape(leaf)
-        if len(shape) == 0:
-            raise ValueError(
-                f"{name}: {where} is a scalar; every array is split along its leading axis."
-            )
-        if n is None:
-            n, first = shape[0], where
-        elif shape[0] != n:
-            raise ValueError(
-                f"{name}: the arrays must share their leading size: {first} has {n} rows but "
-                f"{where} has {shape[0]}."
-            )
+    n, _ = checks.leading_size(
+        checks.labelled_leaves(what, tree),
+        lambda where: f"{name}: {where} is a scalar; every array is split along its leading axis.",
+        lambda first, n, where, m: (
+            f"{name}: the arrays must share their leading size: {first} has {n} rows but "
+            f"{where} has {m}."
+        ),
+    )
     return int(n)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 from jax import lax
 
+from jloss import checks
 from jloss.minimize import (
     _RUNNING,
     Result,
@@ -50,24 +51,18 @@ def _grid_size(name: str, grid: Any) -> int:
         raise ValueError(
             f"{name}: grid is empty; pass an array with a leading axis K or a dict of them."
         )
-    k = None
-    first = None
-    for path, leaf in leaves:
-        where = f"grid{jax.tree_util.keystr(path)}"
-        shape = np.shape(leaf)
-        if len(shape) == 0:
-            raise ValueError(
-                f"{name}: every grid leaf must be an array with a leading axis K (one entry per "
-                f"member), but {where} is a scalar. (A Python list of numbers is a pytree of "
-                "scalars: wrap it, e.g. jnp.array([0.1, 1.0, 10.0]).)"
-            )
-        if k is None:
-            k, first = shape[0], where
-        elif shape[0] != k:
-            raise ValueError(
-                f"{name}: grid leaves must share their leading axis K: {first} has {k} entries "
-                f"but {where} has {shape[0]}."
-            )
+    k, _ = checks.leading_size(
+        checks.labelled_leaves("grid", grid),
+        lambda where: (
+            f"{name}: every grid leaf must be an array with a leading axis K (one entry per "
+            f"member), but {where} is a scalar. (A Python list of numbers is a pytree of "
+            "scalars: wrap it, e.g. jnp.array([0.1, 1.0, 10.0]).)"
+        ),
+        lambda first, k, where, m: (
+            f"{name}: grid leaves must share their leading axis K: {first} has {k} entries "
+            f"but {where} has {m}."
+        ),
+    )
     if k == 0:
         raise ValueError(f"{name}: grid has K = 0 members.")
     return int(k)
