@@ -786,18 +786,32 @@ def _solve(
         report = _ProgressBar(options.max_steps, options.name, every=_progress_every(options)).report
         plain_step = functools.partial(solver.step, guard="full" if guarded else None)
 
-        def body(c):
-            c, next_report = c
-            c = plain_step(c)
-            next_report = lax.cond(
-                (c.step >= next_report) | (c.status != _RUNNING),
-                lambda: report(c.step, (c.status == _RUNNING).astype(jnp.int32), c.status, False),
-                lambda: next_report,
-            )
-            return c, next_report
+        def report_on(c, start=False):
+            return report(c.step, (c.status == _RUNNING).astype(jnp.int32), c.status, start)
 
-        carry = (carry, report(carry.step, (carry.status == _RUNNING).astype(jnp.int32), carry.status, True))
-        carry, _ = _loop(options, lambda c: (c[0].status == _RUNNING) & _alive(c[1]), body, carry)
+        if guarded:  # a loop of max_steps steps (diff="unrolled"): a guarded callback per step
+            def body(state):
+                c, next_report = state
+                c = plain_step(c)
+                next_report = lax.cond(
+                    (c.step >= next_report) | (c.status != _RUNNING),
+                    lambda: report_on(c),
+                    lambda: next_report,
+                )
+                return c, next_report
+
+            carry, _ = _loop(options, lambda s: (s[0].status == _RUNNING) & _alive(s[1]), body, (carry, report_on(carry, True)))
+        else:
+            # Chunks of plain steps between two callbacks: the inner loop is the loop without a
+            # bar plus one comparison in its condition, and the callback runs in the outer one.
+            def chunk(state):
+                c, next_report = state
+                c = _loop(options, lambda ci: (ci.status == _RUNNING) & (ci.step < next_report), plain_step, c)
+                return c, report_on(c)
+
+            carry, _ = lax.while_loop(
+                lambda s: (s[0].status == _RUNNING) & _alive(s[1]), chunk, (carry, report_on(carry, True))
+            )
     elif solver.minibatch and not guarded:
         carry = solver.run_epochs(carry)
     else:

@@ -541,6 +541,35 @@ def test_progress_callbacks_adapt_to_the_measured_speed(monkeypatch, capfd):
     assert err.count("400/400") == 3  # and every run still draws its final line
 
 
+def test_progress_under_vmap_and_unrolled_keeps_the_results_and_the_schedule(monkeypatch, capfd):
+    # Under vmap the members share one callback per report (not one per step), and the bar
+    # changes no result: vmapped, with tol (members stop at different steps), and unrolled.
+    minimize_module = sys.modules["jloss.minimize"]
+    calls = []
+    call = minimize_module._ProgressBar.__call__
+
+    def counting(self, packed):
+        calls.append(np.asarray(packed).reshape(-1, 4)[:, 0].tolist())
+        return call(self, packed)
+
+    monkeypatch.setattr(minimize_module._ProgressBar, "__call__", counting)
+    monkeypatch.setattr(minimize_module._ProgressBar, "interval", 0.0)
+    targets = jnp.array([1.0, 3.0, 10.0])
+
+    def run(t, **kw):
+        fun = lambda w, t: jnp.sum((w - t) ** 2)  # noqa: E731
+        return minimize(fun, jnp.zeros(2), optax.sgd(0.05), args=(t,), max_steps=400, tol=1e-3, **kw)
+
+    plain = jax.vmap(run)(targets)
+    with_bar = jax.vmap(lambda t: run(t, progress=8))(targets)
+    chex.assert_trees_all_equal(with_bar, plain)
+    assert 2 <= len(calls) <= 10, calls  # start, about every 50 steps, stop: not every step
+    assert all(len(c) == 3 for c in calls)  # one call for the three members
+    unrolled = run(targets[1], diff="unrolled", progress=8)
+    chex.assert_trees_all_equal(unrolled, run(targets[1], diff="unrolled"))
+    assert "minimize" in capfd.readouterr().err
+
+
 def test_progress_without_tqdm_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
