@@ -223,12 +223,20 @@ def pseudo_huber(
     )
 
 
-# log cosh r = |r| + log1p(exp(-2|r|)) - log 2: finite for any finite r, select-free. Gradient tanh.
-_log_cosh_kernel = fusion.kernel(
-    lambda r: jnp.abs(r) + jnp.log1p(jnp.exp(-2.0 * jnp.abs(r))) - jnp.log(2.0).astype(r.dtype),
-    jnp.tanh,
-    small=lambda r: jnp.logaddexp(r, -r) - jnp.log(2.0).astype(r.dtype),
-)
+def _log_cosh_value(r):
+    # log cosh a = log1p(cosh a - 1) with cosh a - 1 = m^2 / (2 (m + 1)), m = expm1(a): accurate
+    # to a few ulp at every a (|r| + log1p(exp(-2|r|)) - log 2, optax's form, cancels: 100%
+    # error at |r| = 1e-4 in float32). Beyond a = c, log cosh a = log cosh c + (a - c) to within
+    # exp(-2c) (below float precision; c keeps m^2 finite: 5 in float16, 20 otherwise). min is
+    # select-free, so XLA fuses it into the reduction; the derivative is the kernel's tanh.
+    c = 5.0 if jnp.finfo(r.dtype).max < 1e5 else 20.0
+    a = jnp.abs(r)
+    t = jnp.minimum(a, c)
+    m = jnp.expm1(t)
+    return jnp.log1p(m * m / (2.0 * (m + 1.0))) + (a - t)
+
+
+_log_cosh_kernel = fusion.kernel(_log_cosh_value, jnp.tanh)
 
 
 def log_cosh(
@@ -242,8 +250,12 @@ def log_cosh(
     r"""Log-cosh loss, :math:`\ell(r) = \log\cosh r`.
 
     About :math:`\tfrac12 r^2` near zero and :math:`|r| - \log 2` far out. Evaluated as
-    :math:`|r| + \log(1 + e^{-2|r|}) - \log 2`, finite for any finite :math:`r` (a naive
-    ``log(cosh(r))`` overflows at :math:`|r| \approx 89` in float32). Gradient:
+    :math:`\operatorname{log1p}\big(m^2 / (2(m + 1))\big)` with :math:`m = \operatorname{expm1}|r|`
+    (that is :math:`\log(1 + (\cosh r - 1))`), plus :math:`|r| - c` beyond :math:`|r| = c = 20`
+    (5 in float16): a few ulp of relative error at every :math:`r`, finite for any finite
+    :math:`r`. (A naive ``log(cosh(r))`` overflows at :math:`|r| \approx 89` in float32, and
+    optax's :math:`|r| + \log(1 + e^{-2|r|}) - \log 2` cancels for small :math:`r`: it returns 0 at
+    :math:`r = 10^{-4}` in float32, where the loss is :math:`5 \cdot 10^{-9}`.) Gradient:
     :math:`\tanh r`, smooth.
 
     >>> import jax.numpy as jnp, jloss
