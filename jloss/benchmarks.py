@@ -6,10 +6,11 @@ measured in the same run (the matrix-vector products alone; a streaming elementw
 same bytes). How the numbers are taken:
 
 * every variant is called once untimed (trace and compile: the *first call* time; ``compile_s`` is
-  that minus the median run) and warmed up once more, then timed ``repeats`` (>= 5) times;
+  that minus the median run) and warmed up once more, then timed ``repeats`` (>= 5) times, or
+  more for a cheap row (up to ``Config.max_repeats``, filling its share of the case's budget);
 * the timed calls are interleaved round-robin in one process (repeat ``r`` starts at variant
-  ``r mod V``), with the garbage collector paused, and each ends with ``jax.block_until_ready``
-  (PyTorch and numpy results are read back to the host);
+  ``r mod V`` among the rows still repeating), with the garbage collector paused, and each ends
+  with ``jax.block_until_ready`` (PyTorch and numpy results are read back to the host);
 * the median and the spread (min, max) are reported; a row's ratio is its median over the median
   of the case's reference row (ratios in one run are the figures to quote on a shared machine);
 * every solver returns its final loss, compared with the reference row's: a row that differs
@@ -183,11 +184,11 @@ class Config:
     use_torch: bool = True
     seed: int = 0
     torch_threads: int | None = None  # torch.set_num_threads; None keeps PyTorch's default
-    #: Cases whose warm-up round is cheap get more repeats (up to ``max_repeats``) so that their
-    #: timed rounds fill about ``case_budget_s``: a steadier median on a shared machine. Never
-    #: fewer than ``repeats``; ``--quick`` always uses exactly ``repeats``.
-    case_budget_s: float = 8.0
-    max_repeats: int = 21
+    #: Rows whose warm-up call is cheap get more repeats (up to ``max_repeats``) so that each row's
+    #: timed calls fill about its share of ``case_budget_s``: a steadier median on a shared
+    #: machine. Never fewer than ``repeats``; ``--quick`` always uses exactly ``repeats``.
+    case_budget_s: float = 12.0
+    max_repeats: int = 41
 
     def size(self, full: Any, quick: Any) -> Any:
         """``quick`` in ``--quick`` mode, else ``full``."""
@@ -277,17 +278,23 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None] = lambda s: Non
         except Exception as err:  # a broken row must not take the suite down; it is reported
             row["error"] = f"{type(err).__name__}: {err}".strip()[:500]
             log(f"    ! {v.name}: {row['error']}")
-    repeats = cfg.repeats
+    counts = {v.name: cfg.repeats for v in live}
     if not cfg.quick and live:
-        round_s = sum(warm_s[v.name] for v in live)
-        repeats = min(max(cfg.repeats, int(cfg.case_budget_s / max(round_s, 1e-9))), max(cfg.max_repeats, cfg.repeats))
+        # Each row's timed calls fill about its share of the case's budget: cheap rows (the
+        # jloss-vs-scan comparisons) get many repeats, a slow peer (a Python loop, PyTorch) the
+        # minimum, and the rounds stay interleaved among the rows still repeating.
+        share = cfg.case_budget_s / len(live)
+        cap = max(cfg.max_repeats, cfg.repeats)
+        counts = {v.name: min(max(cfg.repeats, int(share / max(warm_s[v.name], 1e-9))), cap) for v in live}
+    repeats = max(counts.values(), default=cfg.repeats)
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for r in range(repeats):
-            k = r % max(len(live), 1)
-            for v in live[k:] + live[:k]:
+            this_round = [v for v in live if counts[v.name] > r]
+            k = r % max(len(this_round), 1)
+            for v in this_round[k:] + this_round[:k]:
                 t, outputs[v.name] = _call(v)
                 rows[v.name]["times_s"].append(t)
     finally:
@@ -346,7 +353,7 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None] = lambda s: Non
         "loss_reference": loss_reference,
         "rtol": case.rtol,
         "repeats": repeats,
-        "rows": [rows[v.name] for v in case.variants],
+        "rows": [rows[v.name] for v in case.variants],  # each with its own times_s (n per row)
         "skipped": case.skipped,
         "notes": case.notes,
         "targets": targets,
@@ -1431,13 +1438,14 @@ def markdown(report: dict) -> str:
         f"**Device:** {_device_line(env)}",
         "",
         f"Mode: {report['mode']}; per case, the median of n >= {report['repeats']} interleaved repeats "
-        f"(n in the heading; cheap cases get more) after the first call and {report['warmup']} warm-up "
+        f"(n in the heading; cheap rows get more) after the first call and {report['warmup']} warm-up "
         "call(s); spread = ±half of (max - min) / median; ratio = median / median of the case's (ref) row; "
         "compile = first call - median; final losses are compared with the row named in 'loss check'.",
         "",
     ]
     for r in report["results"]:
-        n = f" (n={r['repeats']})" if r.get("repeats") else ""
+        ns = sorted({len(row["times_s"]) for row in r["rows"] if row.get("times_s")})
+        n = f" (n={ns[0]})" if len(ns) == 1 else (f" (n={ns[0]} to {ns[-1]} per row)" if ns else "")
         lines.append(f"#### {r['case']}: {r['title']}{n}")
         lines.append("")
         if r.get("error"):

@@ -58,7 +58,7 @@ def test_every_workload_ran_with_complete_rows(quick_run):
         for row in res["rows"]:
             assert ROW_FIELDS <= set(row), (res["case"], row["name"], ROW_FIELDS - set(row))
             assert row["error"] is None, (res["case"], row["name"], row["error"])
-            assert len(row["times_s"]) == res["repeats"] >= report["repeats"]
+            assert report["repeats"] <= len(row["times_s"]) <= res["repeats"]
             assert row["min_s"] <= row["median_s"] <= row["max_s"]
             assert row["compile_s"] >= 0
             if row["kind"] != "floor" and row["final_loss"] is not None:
