@@ -8,9 +8,9 @@ same bytes). How the numbers are taken:
 * every variant is called once untimed (trace and compile: the *first call* time; ``compile_s`` is
   that minus the median run) and warmed up once more, then timed ``repeats`` (>= 5) times, or
   more for a cheap row (up to ``Config.max_repeats``, filling its share of the case's budget);
-* the timed calls are interleaved round-robin in one process (repeat ``r`` starts at variant
-  ``r mod V`` among the rows still repeating), with the garbage collector paused, and each ends
-  with ``jax.block_until_ready`` (PyTorch and numpy results are read back to the host);
+* the timed calls are interleaved in one process, in a new (seeded) random order every round
+  among the rows still repeating, with the garbage collector paused, and each ends with
+  ``jax.block_until_ready`` (PyTorch and numpy results are read back to the host);
 * the median and the spread (min, max) are reported; a row's ratio is its median over the median
   of the case's reference row (ratios in one run are the figures to quote on a shared machine);
 * every solver returns its final loss, compared with the reference row's: a row that differs
@@ -184,6 +184,10 @@ class Config:
     use_torch: bool = True
     seed: int = 0
     torch_threads: int | None = None  # torch.set_num_threads; None keeps PyTorch's default
+    #: BLAS threads of numpy/scipy/scikit-learn while a case is timed (threadpoolctl, when it is
+    #: installed; 0 leaves them alone). OpenBLAS's idle threads spin after a call: with its default
+    #: 2 threads, the jloss call timed after a scipy L-BFGS-B run took 1.7x as long (51 vs 30 ms).
+    blas_threads: int = 1
     #: Rows whose warm-up call is cheap get more repeats (up to ``max_repeats``) so that each row's
     #: timed calls fill about its share of ``case_budget_s``: a steadier median on a shared
     #: machine. Never fewer than ``repeats``; ``--quick`` always uses exactly ``repeats``.
@@ -255,12 +259,24 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-30)
 
 
+def _blas_limit(cfg: Config):
+    """Entered: numpy/scipy's BLAS pools limited to ``cfg.blas_threads`` (a no-op context without
+    threadpoolctl, or with ``blas_threads=0``). Only libraries loaded by then are limited, so it is
+    entered after a case's first calls."""
+    limits = contextlib.nullcontext()
+    if cfg.blas_threads:
+        threadpoolctl = cfg.optional("threadpoolctl")
+        if threadpoolctl is not None:
+            limits = threadpoolctl.threadpool_limits(limits=cfg.blas_threads, user_api="blas")
+    limits.__enter__()
+    return limits
+
+
 def run_case(case: Case, cfg: Config, log: Callable[[str], None] = lambda s: None) -> dict:
     """Time every row of ``case`` (first call, warm-up, interleaved repeats); a result dict."""
     rows: dict[str, dict] = {}
     outputs: dict[str, Any] = {}
     live: list[Variant] = []
-    warm_s: dict[str, float] = {}
     if cfg.quick:
         for v in case.variants:
             if not v.quick:
@@ -271,33 +287,41 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None] = lambda s: Non
         rows[v.name] = row
         try:
             row["first_call_s"], outputs[v.name] = _call(v)
-            warm_s[v.name] = row["first_call_s"]
             for _ in range(cfg.warmup if case.warmup is None else case.warmup):
-                warm_s[v.name], _ = _call(v)
+                _call(v)
             live.append(v)
         except Exception as err:  # a broken row must not take the suite down; it is reported
             row["error"] = f"{type(err).__name__}: {err}".strip()[:500]
             log(f"    ! {v.name}: {row['error']}")
-    counts = {v.name: cfg.repeats for v in live}
-    if not cfg.quick and live:
-        # Each row's timed calls fill about its share of the case's budget: cheap rows (the
-        # jloss-vs-scan comparisons) get many repeats, a slow peer (a Python loop, PyTorch) the
-        # minimum, and the rounds stay interleaved among the rows still repeating.
-        share = cfg.case_budget_s / len(live)
-        cap = max(cfg.max_repeats, cfg.repeats)
-        counts = {v.name: min(max(cfg.repeats, int(share / max(warm_s[v.name], 1e-9))), cap) for v in live}
-    repeats = max(counts.values(), default=cfg.repeats)
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
+    blas = _blas_limit(cfg)
     try:
-        for r in range(repeats):
+        # A new random order every round (seeded): with a fixed cyclic order every row would
+        # always follow the same neighbour, and a neighbour that leaves the machine busy (scipy's
+        # L-BFGS-B loop before jloss.minimize: +20% on minimize) would bias that one row.
+        order = np.random.default_rng(cfg.seed)
+        counts = {v.name: cfg.repeats for v in live}
+        r = 0
+        while r < max(counts.values(), default=0):
             this_round = [v for v in live if counts[v.name] > r]
-            k = r % max(len(this_round), 1)
-            for v in this_round[k:] + this_round[:k]:
+            for i in order.permutation(len(this_round)):
+                v = this_round[i]
                 t, outputs[v.name] = _call(v)
                 rows[v.name]["times_s"].append(t)
+            if r == 0 and not cfg.quick:
+                # Each row's timed calls fill about its share of the case's budget (from its
+                # first timed call): cheap rows (the jloss-vs-scan comparisons) get many repeats,
+                # a slow peer (a Python loop, PyTorch) the minimum.
+                share = cfg.case_budget_s / len(live)
+                cap = max(cfg.max_repeats, cfg.repeats)
+                counts = {v.name: min(max(cfg.repeats, int(share / max(rows[v.name]["times_s"][0], 1e-9))), cap)
+                          for v in live}
+            r += 1
+        repeats = max(counts.values(), default=cfg.repeats)
     finally:
+        blas.__exit__(None, None, None)
         if gc_was_enabled:
             gc.enable()
 
@@ -452,6 +476,8 @@ def environment(cfg: Config | None = None) -> dict:
         "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS"),
         "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
     }
+    if cfg is not None and cfg.blas_threads and importlib.util.find_spec("threadpoolctl") is not None:
+        threads["blas_threads_while_timing"] = cfg.blas_threads
     torch = cfg.torch if cfg is not None else None
     if torch is not None:
         threads["torch_num_threads"] = torch.get_num_threads()
@@ -485,6 +511,8 @@ def environment(cfg: Config | None = None) -> dict:
 def _device_line(env: dict) -> str:
     t = env["threads"]
     threads = f"{t['cpu_count']} CPUs ({t['cpu_affinity']} usable)"
+    if "blas_threads_while_timing" in t:
+        threads += f", BLAS {t['blas_threads_while_timing']} thread(s)"
     if "torch_num_threads" in t:
         threads += f", torch {t['torch_num_threads']} threads"
     if t.get("XLA_FLAGS"):
@@ -1610,6 +1638,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     p.add_argument("--torch-threads", type=int, metavar="N",
                    help="torch.set_num_threads(N) (default: PyTorch's own choice, recorded in the JSON)")
+    p.add_argument("--blas-threads", type=int, default=1, metavar="N",
+                   help="BLAS threads of numpy/scipy/scikit-learn while timing, via threadpoolctl if "
+                        "installed (default 1: idle OpenBLAS threads spin and slow the next row; 0: leave them)")
     return p
 
 
@@ -1635,7 +1666,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     cfg = Config(quick=args.quick, repeats=args.repeats, warmup=0 if args.quick else 1,
-                 use_torch=not args.no_torch, seed=args.seed, torch_threads=args.torch_threads)
+                 use_torch=not args.no_torch, seed=args.seed, torch_threads=args.torch_threads,
+                 blas_threads=args.blas_threads)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
