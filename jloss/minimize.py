@@ -783,7 +783,8 @@ def _solve(
     # A loop that runs every step regardless of status (diff="unrolled") needs the guarded step.
     guarded = _runs_every_step(options)
     if options.progress:
-        report = _ProgressBar(options.max_steps, options.name, every=_progress_every(options)).report
+        bar = _ProgressBar(options.max_steps, options.name, every=_progress_every(options), key=(fun, optimizer, options))
+        report = bar.report
         plain_step = functools.partial(solver.step, guard="full" if guarded else None)
 
         def report_on(c, start=False):
@@ -875,6 +876,33 @@ _solve_jit = jax.jit(_solve_differentiable, static_argnums=(0, 1, 2))
 # ----------------------------------------------------------------------------------------------
 
 
+#: Steps per second of each compiled solve with a progress bar, keyed like its compilation
+#: (``fun``, ``optimizer``, options): measured by the bar's callbacks and by host-drawn runs.
+_RATES: dict = {}
+
+
+def _quick_on_host(fun, optimizer, options: _Options, arrays: tuple) -> bool:
+    """True for an eager call (no tracers) whose solve is known to take less than the bar's
+    refresh interval: such a run would only draw its final line, so the host can draw it."""
+    rate = _RATES.get((fun, optimizer, options))
+    if rate is None or options.max_steps >= rate * _ProgressBar.interval:
+        return False
+    return all(_is_concrete(x) for x in jax.tree_util.tree_leaves(arrays))
+
+
+def _solve_drawn_on_host(fun, optimizer, options: _Options, arrays: tuple) -> Result:
+    """The solve without callbacks (JAX's fast dispatch path, no host round trips), then the
+    bar's final line drawn here: what the callbacks would have drawn for a quick run."""
+    start = time.perf_counter()
+    result = _solve_jit(fun, optimizer, dataclasses.replace(options, progress=0), *arrays)
+    steps, status = int(result.steps), int(result.status)  # waits for the run
+    elapsed = time.perf_counter() - start
+    if steps > 0 and elapsed > 0:
+        _RATES[(fun, optimizer, options)] = steps / elapsed
+    _ProgressBar(options.max_steps, options.name).final_line(steps, status, elapsed)
+    return result
+
+
 def _alive(next_report: jax.Array) -> jax.Array:
     """Always True; read by a loop's condition to keep the progress callback's result live."""
     return next_report >= 0
@@ -900,7 +928,10 @@ class _ProgressBar:
 
     interval = 0.1  # seconds between updates at most
 
-    def __init__(self, total: int, desc: str = "minimize", members: int | None = None, every: int = 1):
+    def __init__(
+        self, total: int, desc: str = "minimize", members: int | None = None, every: int = 1, key: Any = None
+    ):
+        self.key = key  # the entry of _RATES this program's measured speed goes to (None: none)
         self.total = total
         self.desc = desc
         self.members = members  # K in a sweep (shown as "r/K running"), None for minimize
@@ -932,11 +963,23 @@ class _ProgressBar:
             self.t0, self.s0 = now, step
         elif step > self.s0 and now > self.t0:
             self.rate = (step - self.s0) / (now - self.t0)
+            if self.key is not None:
+                _RATES[self.key] = self.rate
         self._draw(step, running, status, start)
         gap = self.every
         if self.rate is not None:
             gap = max(gap, int(self.rate * self.interval))
         return np.full(packed.shape[:-1], min(step + gap, np.iinfo(np.int32).max), np.int32)
+
+    def final_line(self, steps: int, status: int, elapsed: float) -> None:
+        """Draw the closing line of a run of ``steps`` steps that took ``elapsed`` seconds."""
+        tqdm = _import_tqdm(self.desc)
+        bar = tqdm(total=self.total, desc=self.desc, unit="step", leave=True, delay=1e9)  # not yet
+        bar.start_t = bar.last_print_t = bar._time() - elapsed
+        bar.update(steps)
+        bar.set_postfix_str(Status(status).name.lower(), refresh=False)
+        bar.delay = 0  # drawn once, by close()
+        bar.close()
 
     def _draw(self, step: int, running: int, status: int, start: bool) -> None:
         # The bar is made at the first update after the start (or at the end), not at the start
@@ -1019,12 +1062,15 @@ def minimize(
         used as the optimizer state for ``init_params`` (the minibatch schedule then restarts
         at epoch 0). Cold and warm starts share one compiled program.
       progress: draw a tqdm progress bar (``pip install jloss[progress]``), fed from the compiled
-        loop by a host callback (guarded by ``lax.cond``) at most every 1% of ``max_steps`` (an
-        int ``n``: at most ``n`` updates) and at most every 0.1 s: each callback returns the step
-        of the next one from the measured speed, so a quick solve calls back only at its start
-        and end (a callback is a host round trip, ~0.15 ms on CPU) and draws only its final line.
-        Off, nothing is traced. Under your own ``jax.vmap`` the guard becomes a select, so every
-        step calls back (slow); ``jloss.sweep`` draws one cheap bar for all its members.
+        loop by a host callback at most every 1% of ``max_steps`` (an int ``n``: at most ``n``
+        updates) and at most every 0.1 s: the steps between two callbacks run in an inner loop,
+        and each callback returns the step of the next one from the measured speed, so a quick
+        solve calls back only at its start and end and draws only its final line. Once a solve
+        is known to take less than 0.1 s (the speed measured on an earlier call of the same
+        program), an eager call runs it without callbacks and draws that final line from the
+        host: JAX dispatches programs with host callbacks through a slower path (about 1-3 ms
+        per call on CPU). Off, nothing is traced. Under your own ``jax.vmap`` the members share
+        each callback; ``jloss.sweep`` draws one bar for all its members.
       diff: how derivatives w.r.t. ``args`` are computed (:mod:`jloss.differentiation`):
         ``"implicit"`` (default), ``"unrolled"``, ``None``, or ``Implicit(ridge=..., solver_tol=...,
         solver_maxiter=...)`` / ``Unrolled(checkpoint=True)`` for options. See Gradients below.
@@ -1108,4 +1154,7 @@ def minimize(
         diff=_resolve_diff(name, diff),
         **_minibatch_options(name, args, batch_size, batch_args),
     )
-    return _solve_jit(fun, optimizer, options, params0, args, opt_state0, tol, key, offset)
+    arrays = (params0, args, opt_state0, tol, key, offset)
+    if progress and _quick_on_host(fun, optimizer, options, arrays):
+        return _solve_drawn_on_host(fun, optimizer, options, arrays)
+    return _solve_jit(fun, optimizer, options, *arrays)
