@@ -193,6 +193,11 @@ class Config:
     #: machine. Never fewer than ``repeats``; ``--quick`` always uses exactly ``repeats``.
     case_budget_s: float = 12.0
     max_repeats: int = 41
+    #: The rows a target compares get at least this many repeats (if a call takes under
+    #: ``target_row_max_s``): on a shared host a median of 5 calls of a second each moves by
+    #: more than the targets' margins.
+    target_repeats: int = 11
+    target_row_max_s: float = 5.0
 
     def size(self, full: Any, quick: Any) -> Any:
         """``quick`` in ``--quick`` mode, else ``full``."""
@@ -316,8 +321,13 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None] = lambda s: Non
                 # a slow peer (a Python loop, PyTorch) the minimum.
                 share = cfg.case_budget_s / len(live)
                 cap = max(cfg.max_repeats, cfg.repeats)
-                counts = {v.name: min(max(cfg.repeats, int(share / max(rows[v.name]["times_s"][0], 1e-9))), cap)
-                          for v in live}
+                judged = {name for t in case.targets for name in (t.variant, t.baseline)}
+                for v in live:
+                    first = rows[v.name]["times_s"][0]
+                    n = max(cfg.repeats, int(share / max(first, 1e-9)))
+                    if v.name in judged and first < cfg.target_row_max_s:
+                        n = max(n, cfg.target_repeats)
+                    counts[v.name] = min(n, cap)
             r += 1
         repeats = max(counts.values(), default=cfg.repeats)
     finally:
