@@ -32,6 +32,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import shutil
+import sys
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -890,16 +892,26 @@ def _quick_on_host(fun, optimizer, options: _Options, arrays: tuple) -> bool:
     return all(_is_concrete(x) for x in jax.tree_util.tree_leaves(arrays))
 
 
+@functools.lru_cache(maxsize=None)
+def _without_bar(options: _Options) -> _Options:
+    """``options`` with ``progress=0`` (memoized: ``dataclasses.replace`` is not free)."""
+    return dataclasses.replace(options, progress=0)
+
+
 def _solve_drawn_on_host(fun, optimizer, options: _Options, arrays: tuple) -> Result:
     """The solve without callbacks (JAX's fast dispatch path, no host round trips), then the
     bar's final line drawn here: what the callbacks would have drawn for a quick run."""
     start = time.perf_counter()
-    result = _solve_jit(fun, optimizer, dataclasses.replace(options, progress=0), *arrays)
-    steps, status = int(result.steps), int(result.status)  # waits for the run
+    result = _solve_jit(fun, optimizer, _without_bar(options), *arrays)
+    bar = _ProgressBar(options.max_steps, options.name)
+    _import_tqdm(bar.desc)  # while the solve runs
+    jax.block_until_ready(result)
+    # np.asarray reads a CPU scalar in about 50 us; jax.device_get and int() take 0.2-0.3 ms.
+    steps, status = int(np.asarray(result.steps)), int(np.asarray(result.status))
     elapsed = time.perf_counter() - start
     if steps > 0 and elapsed > 0:
         _RATES[(fun, optimizer, options)] = steps / elapsed
-    _ProgressBar(options.max_steps, options.name).final_line(steps, status, elapsed)
+    bar.final_line(steps, status, elapsed)
     return result
 
 
@@ -972,14 +984,16 @@ class _ProgressBar:
         return np.full(packed.shape[:-1], min(step + gap, np.iinfo(np.int32).max), np.int32)
 
     def final_line(self, steps: int, status: int, elapsed: float) -> None:
-        """Draw the closing line of a run of ``steps`` steps that took ``elapsed`` seconds."""
+        """Write the line a closed bar leaves behind, for a run of ``steps`` steps that took
+        ``elapsed`` seconds, with tqdm's own formatter (0.1 ms; a tqdm object costs 0.5 ms to
+        make and close)."""
         tqdm = _import_tqdm(self.desc)
-        bar = tqdm(total=self.total, desc=self.desc, unit="step", leave=True, delay=1e9)  # not yet
-        bar.start_t = bar.last_print_t = bar._time() - elapsed
-        bar.update(steps)
-        bar.set_postfix_str(Status(status).name.lower(), refresh=False)
-        bar.delay = 0  # drawn once, by close()
-        bar.close()
+        out = sys.stderr
+        ncols = shutil.get_terminal_size().columns if out.isatty() else None
+        postfix = Status(status).name.lower()
+        line = tqdm.format_meter(steps, self.total, elapsed, ncols=ncols, prefix=self.desc, unit="step", postfix=postfix)
+        out.write("\r" + line + "\n")
+        out.flush()
 
     def _draw(self, step: int, running: int, status: int, start: bool) -> None:
         # The bar is made at the first update after the start (or at the end), not at the start
