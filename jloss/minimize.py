@@ -880,7 +880,15 @@ _solve_jit = jax.jit(_solve_differentiable, static_argnums=(0, 1, 2))
 
 #: Steps per second of each compiled solve with a progress bar, keyed like its compilation
 #: (``fun``, ``optimizer``, options): measured by the bar's callbacks and by host-drawn runs.
+#: Bounded (see :func:`_record_rate`): a forgotten entry only means one more run with callbacks.
 _RATES: dict = {}
+_MAX_RATES = 256
+
+
+def _record_rate(key: Any, rate: float) -> None:
+    if key not in _RATES and len(_RATES) >= _MAX_RATES:
+        _RATES.pop(next(iter(_RATES)))  # the oldest entry
+    _RATES[key] = rate
 
 
 def _quick_on_host(fun, optimizer, options: _Options, arrays: tuple) -> bool:
@@ -892,7 +900,7 @@ def _quick_on_host(fun, optimizer, options: _Options, arrays: tuple) -> bool:
     return all(_is_concrete(x) for x in jax.tree_util.tree_leaves(arrays))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=256)
 def _without_bar(options: _Options) -> _Options:
     """``options`` with ``progress=0`` (memoized: ``dataclasses.replace`` is not free)."""
     return dataclasses.replace(options, progress=0)
@@ -910,7 +918,7 @@ def _solve_drawn_on_host(fun, optimizer, options: _Options, arrays: tuple) -> Re
     steps, status = int(np.asarray(result.steps)), int(np.asarray(result.status))
     elapsed = time.perf_counter() - start
     if steps > 0 and elapsed > 0:
-        _RATES[(fun, optimizer, options)] = steps / elapsed
+        _record_rate((fun, optimizer, options), steps / elapsed)
     bar.final_line(steps, status, elapsed)
     return result
 
@@ -976,7 +984,7 @@ class _ProgressBar:
         elif step > self.s0 and now > self.t0:
             self.rate = (step - self.s0) / (now - self.t0)
             if self.key is not None:
-                _RATES[self.key] = self.rate
+                _record_rate(self.key, self.rate)
         self._draw(step, running, status, start)
         gap = self.every
         if self.rate is not None:

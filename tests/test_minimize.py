@@ -581,6 +581,19 @@ def test_progress_under_vmap_and_unrolled_keeps_the_results_and_the_schedule(mon
     assert "minimize" in capfd.readouterr().err
 
 
+def test_progress_speed_memory_is_bounded(monkeypatch, capfd):
+    # The measured speeds are kept per compiled solve; many distinct objectives must not grow
+    # that memory without bound (a forgotten speed costs one more run with callbacks).
+    minimize_module = sys.modules["jloss.minimize"]
+    monkeypatch.setattr(minimize_module, "_RATES", {})
+    monkeypatch.setattr(minimize_module, "_MAX_RATES", 2)
+    for i in range(4):
+        fun = lambda w, i=i: jnp.sum((w - i) ** 2)  # noqa: E731
+        minimize(fun, jnp.zeros(2), optax.sgd(0.1), max_steps=20, progress=True)
+    assert len(minimize_module._RATES) == 2
+    assert capfd.readouterr().err.count("20/20") == 4
+
+
 def test_progress_without_tqdm_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
