@@ -264,17 +264,31 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-30)
 
 
-def _blas_limit(cfg: Config):
-    """Entered: numpy/scipy's BLAS pools limited to ``cfg.blas_threads`` (a no-op context without
+def _blas_limit(cfg: Config) -> contextlib.AbstractContextManager:
+    """A context with numpy/scipy's BLAS pools limited to ``cfg.blas_threads`` (a no-op without
     threadpoolctl, or with ``blas_threads=0``). Only libraries loaded by then are limited, so it is
     entered after a case's first calls."""
-    limits = contextlib.nullcontext()
-    if cfg.blas_threads:
-        threadpoolctl = cfg.optional("threadpoolctl")
-        if threadpoolctl is not None:
-            limits = threadpoolctl.threadpool_limits(limits=cfg.blas_threads, user_api="blas")
-    limits.__enter__()
-    return limits
+    threadpoolctl = cfg.optional("threadpoolctl") if cfg.blas_threads else None
+    if threadpoolctl is None:
+        return contextlib.nullcontext()
+    return threadpoolctl.threadpool_limits(limits=cfg.blas_threads, user_api="blas")
+
+
+def _repeat_counts(case: Case, cfg: Config, first_s: dict[str, float]) -> dict[str, int]:
+    """Timed calls per row, from each row's first timed call: every row fills about its share of
+    the case's budget (cheap rows, such as the jloss-vs-scan comparisons, get many repeats; a slow
+    peer, such as a Python loop or PyTorch, the minimum), and the rows a target compares get at
+    least ``cfg.target_repeats``."""
+    share = cfg.case_budget_s / len(first_s)
+    cap = max(cfg.max_repeats, cfg.repeats)
+    judged = {name for t in case.targets for name in (t.variant, t.baseline)}
+    counts = {}
+    for name, first in first_s.items():
+        n = max(cfg.repeats, int(share / max(first, 1e-9)))
+        if name in judged and first < cfg.target_row_max_s:
+            n = max(n, cfg.target_repeats)
+        counts[name] = min(n, cap)
+    return counts
 
 
 def run_case(case: Case, cfg: Config, log: Callable[[str], None] = lambda s: None) -> dict:
@@ -301,37 +315,25 @@ def run_case(case: Case, cfg: Config, log: Callable[[str], None] = lambda s: Non
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
-    blas = _blas_limit(cfg)
     try:
-        # A new random order every round (seeded): with a fixed cyclic order every row would
-        # always follow the same neighbour, and a neighbour that leaves the machine busy (scipy's
-        # L-BFGS-B loop before jloss.minimize: +20% on minimize) would bias that one row.
-        order = np.random.default_rng(cfg.seed)
-        counts = {v.name: cfg.repeats for v in live}
-        r = 0
-        while r < max(counts.values(), default=0):
-            this_round = [v for v in live if counts[v.name] > r]
-            for i in order.permutation(len(this_round)):
-                v = this_round[i]
-                t, outputs[v.name] = _call(v)
-                rows[v.name]["times_s"].append(t)
-            if r == 0 and not cfg.quick:
-                # Each row's timed calls fill about its share of the case's budget (from its
-                # first timed call): cheap rows (the jloss-vs-scan comparisons) get many repeats,
-                # a slow peer (a Python loop, PyTorch) the minimum.
-                share = cfg.case_budget_s / len(live)
-                cap = max(cfg.max_repeats, cfg.repeats)
-                judged = {name for t in case.targets for name in (t.variant, t.baseline)}
-                for v in live:
-                    first = rows[v.name]["times_s"][0]
-                    n = max(cfg.repeats, int(share / max(first, 1e-9)))
-                    if v.name in judged and first < cfg.target_row_max_s:
-                        n = max(n, cfg.target_repeats)
-                    counts[v.name] = min(n, cap)
-            r += 1
+        with _blas_limit(cfg):
+            # A new random order every round (seeded): with a fixed cyclic order every row would
+            # always follow the same neighbour, and a neighbour that leaves the machine busy (scipy's
+            # L-BFGS-B row before jloss.minimize: up to 1.7x) would bias that one row.
+            order = np.random.default_rng(cfg.seed)
+            counts = {v.name: cfg.repeats for v in live}
+            r = 0
+            while r < max(counts.values(), default=0):
+                this_round = [v for v in live if counts[v.name] > r]
+                for i in order.permutation(len(this_round)):
+                    v = this_round[i]
+                    t, outputs[v.name] = _call(v)
+                    rows[v.name]["times_s"].append(t)
+                if r == 0 and not cfg.quick:
+                    counts = _repeat_counts(case, cfg, {v.name: rows[v.name]["times_s"][0] for v in live})
+                r += 1
         repeats = max(counts.values(), default=cfg.repeats)
     finally:
-        blas.__exit__(None, None, None)
         if gc_was_enabled:
             gc.enable()
 

@@ -784,42 +784,16 @@ def _solve(
     carry = start
     # A loop that runs every step regardless of status (diff="unrolled") needs the guarded step.
     guarded = _runs_every_step(options)
+    body = functools.partial(solver.step, guard="full" if guarded else None)
+    running = lambda c: c.status == _RUNNING  # noqa: E731
     if options.progress:
         bar = _ProgressBar(options.max_steps, options.name, every=_progress_every(options), key=(fun, optimizer, options))
-        report = bar.report
-        plain_step = functools.partial(solver.step, guard="full" if guarded else None)
-
-        def report_on(c, start=False):
-            return report(c.step, (c.status == _RUNNING).astype(jnp.int32), c.status, start)
-
-        if guarded:  # a loop of max_steps steps (diff="unrolled"): a guarded callback per step
-            def body(state):
-                c, next_report = state
-                c = plain_step(c)
-                next_report = lax.cond(
-                    (c.step >= next_report) | (c.status != _RUNNING),
-                    lambda: report_on(c),
-                    lambda: next_report,
-                )
-                return c, next_report
-
-            carry, _ = _loop(options, lambda s: (s[0].status == _RUNNING) & _alive(s[1]), body, (carry, report_on(carry, True)))
-        else:
-            # Chunks of plain steps between two callbacks: the inner loop is the loop without a
-            # bar plus one comparison in its condition, and the callback runs in the outer one.
-            def chunk(state):
-                c, next_report = state
-                c = _loop(options, lambda ci: (ci.status == _RUNNING) & (ci.step < next_report), plain_step, c)
-                return c, report_on(c)
-
-            carry, _ = lax.while_loop(
-                lambda s: (s[0].status == _RUNNING) & _alive(s[1]), chunk, (carry, report_on(carry, True))
-            )
+        report = lambda c, start: bar.report(c.step, running(c).astype(jnp.int32), c.status, start)  # noqa: E731
+        carry = _loop_with_bar(options, running, lambda c: c.step, body, carry, report)
     elif solver.minibatch and not guarded:
         carry = solver.run_epochs(carry)
     else:
-        body = functools.partial(solver.step, guard="full" if guarded else None)
-        carry = _loop(options, lambda c: c.status == _RUNNING, body, carry)
+        carry = _loop(options, running, body, carry)
     if not guarded:
         carry = solver.recover(start, carry)
     return solver.finish(carry)
@@ -852,6 +826,37 @@ def _loop(options: _Options, cond: Callable, body: Callable, carry: Any) -> Any:
     if options.diff is None:
         return lax.while_loop(cond, body, carry)
     return options.diff.loop(cond, body, carry, options.max_steps)
+
+
+def _loop_with_bar(options: _Options, running: Callable, count: Callable, body: Callable, carry: Any, report: Callable) -> Any:
+    """:func:`_loop` with progress callbacks (``minimize``'s and ``sweep``'s bar).
+
+    ``running(carry)`` is the loop's condition, ``count(carry)`` its (unbatched) step count and
+    ``report(carry, start)`` the callback, which returns the count at which to call back next.
+    The steps between two callbacks run in an inner loop (the loop without a bar plus one
+    comparison in its condition) and the callback in the outer one. A loop of ``max_steps``
+    steps (``diff="unrolled"``'s scan) cannot nest, so there a ``lax.cond`` guards a callback
+    per step.
+    """
+    state = (carry, report(carry, True))
+    if _runs_every_step(options):
+
+        def guarded(state):
+            c, next_report = state
+            c = body(c)
+            next_report = lax.cond(
+                (count(c) >= next_report) | ~running(c), lambda: report(c, False), lambda: next_report
+            )
+            return c, next_report
+
+        return _loop(options, lambda s: running(s[0]) & _alive(s[1]), guarded, state)[0]
+
+    def chunk(state):
+        c, next_report = state
+        c = _loop(options, lambda ci: running(ci) & (count(ci) < next_report), body, c)
+        return c, report(c, False)
+
+    return lax.while_loop(lambda s: running(s[0]) & _alive(s[1]), chunk, state)[0]
 
 
 def _resolve_diff(name: str, diff: Any) -> Any:

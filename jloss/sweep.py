@@ -29,14 +29,14 @@ from jloss.minimize import (
     _as_float,
     _check_tol,
     _loop,
+    _loop_with_bar,
+    _runs_every_step,
     _Options,
     _prepare_params,
     _progress_every,
     _ProgressBar,
-    _alive,
     _resolve_batching,
     _resolve_diff,
-    _runs_every_step,
     _Solver,
     _strong,
 )
@@ -114,44 +114,21 @@ def _sweep(fun, optimizer, options, params0, grid, args, opt_state0, tol, key, o
     def n_running(c):
         return jnp.sum(c.status == _RUNNING, dtype=jnp.int32)
 
-    if options.progress:
-        report = _ProgressBar(options.max_steps, options.name, members=k, every=_progress_every(options)).report
-
     def body(state):
         it, c = state
         return it + 1, step_member(grid, offset, c)
 
-    def any_running(c):
-        return jnp.any(c.status == _RUNNING)
+    def any_running(state):
+        return jnp.any(state[1].status == _RUNNING)
 
-    it0 = jnp.zeros((), jnp.int32)
-    if options.progress and not _runs_every_step(options):
-        # Chunks of steps between two callbacks (see minimize's ``_solve``): the inner loop is
-        # the loop without a bar plus one comparison, and the callback runs in the outer one.
-        def chunk(state):
-            it, next_report, c = state
-            it, c = _loop(options, lambda s: any_running(s[1]) & (s[0] < next_report), body, (it, c))
-            return it, report(it, n_running(c), -1, False), c
-
-        state = (it0, report(it0, n_running(carry), -1, True), carry)
-        _, _, carry = lax.while_loop(lambda s: any_running(s[2]) & _alive(s[1]), chunk, state)
-    elif options.progress:  # diff="unrolled": a scan of max_steps steps, a guarded callback per step
-
-        def guarded_body(state):
-            it, next_report, c = state
-            it, c = body((it, c))
-            running = n_running(c)
-            next_report = lax.cond(
-                (it >= next_report) | (running == 0),
-                lambda: report(it, running, -1, False),
-                lambda: next_report,
-            )
-            return it, next_report, c
-
-        state = (it0, report(it0, n_running(carry), -1, True), carry)
-        _, _, carry = _loop(options, lambda s: any_running(s[2]) & _alive(s[1]), guarded_body, state)
+    state = (jnp.zeros((), jnp.int32), carry)
+    if options.progress:
+        report = _ProgressBar(options.max_steps, options.name, members=k, every=_progress_every(options)).report
+        _, carry = _loop_with_bar(
+            options, any_running, lambda s: s[0], body, state, lambda s, start: report(s[0], n_running(s[1]), -1, start)
+        )
     else:
-        _, carry = _loop(options, lambda s: any_running(s[1]), body, (it0, carry))
+        _, carry = _loop(options, any_running, body, state)
     if guard == "stopped":
         carry = jax.vmap(lambda h, off, s, c: solver(h, off).recover(s, c))(grid, offset, start, carry)
     return jax.vmap(lambda h, off, c: solver(h, off).finish(c))(grid, offset, carry)
