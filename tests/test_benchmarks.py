@@ -7,6 +7,7 @@ on, and that the environment (device, CPU, versions, date) is recorded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -92,6 +93,22 @@ def test_markdown_has_tables_device_and_targets(quick_run):
 def test_torch_is_skipped_with_a_note_when_disabled():
     cfg = benchmarks.Config(quick=True, use_torch=False)
     assert cfg.torch is None and "PyTorch" in cfg.torch_missing
+
+
+def test_repeat_counts_and_blas_limit():
+    # Rows fill their share of the budget (capped), and target rows get at least target_repeats.
+    case = benchmarks.Case("w", "t", {}, variants=[], reference="a")
+    case.targets.append(benchmarks.Target("a vs b", "a", "b", 1.0))
+    cfg = benchmarks.Config(case_budget_s=8.0, max_repeats=41, target_repeats=11)
+    counts = benchmarks._repeat_counts(case, cfg, {"a": 0.01, "b": 1.0, "c": 1.0, "d": 0.5, "e": 9.0})
+    assert counts == {"a": 41, "b": 11, "c": 5, "d": 5, "e": 5}
+    # The BLAS limit: threadpoolctl's, applied while entered, or a no-op without it (or at 0).
+    threadpoolctl = benchmarks.Config().optional("threadpoolctl")
+    with benchmarks._blas_limit(benchmarks.Config(blas_threads=1)):
+        if threadpoolctl is not None:
+            blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+            assert all(p["num_threads"] == 1 for p in blas)
+    assert isinstance(benchmarks._blas_limit(benchmarks.Config(blas_threads=0)), contextlib.nullcontext)
 
 
 def test_registry_rejects_duplicates_and_cli_rejects_few_repeats(capsys):
