@@ -25,6 +25,10 @@ Design notes (for the code that builds on this module):
   to its last good step, by a second while loop that takes no iterations otherwise
   (:meth:`_Solver.recover`); loops that run every step regardless (``jloss.sweep``'s batched
   loop, ``diff="unrolled"``'s scan) use the guarded step that masks each update instead.
+* For a small state (params, optimizer state and gradient up to 1 MiB together) the
+  full-batch loop takes two steps per iteration (:meth:`_Solver.run`), with the same result
+  bitwise: on XLA CPU a small problem's step is mostly per-iteration and per-thunk overhead,
+  and this runs it about 5-10% faster than the hand-written one-step ``lax.scan``.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ from jloss.sharding import _minibatch_options
 __all__ = ["minimize", "Result", "Status"]
 
 _RUNNING = -1  # internal status of a member that has not stopped yet; never returned
+# The full-batch loop takes two steps per iteration while params, optimizer state and gradient
+# take at most this many bytes (it keeps a second copy of them): see _Solver.run.
+_PAIR_MAX_BYTES = 1 << 20
 
 
 class Status(enum.IntEnum):
@@ -714,6 +721,61 @@ class _Solver:
 
         return lax.while_loop(lambda co: co.status == _RUNNING, epoch, c)
 
+    def pairs(self, c: _Carry) -> bool:
+        """Whether :meth:`run` takes two steps per loop iteration: in full-batch mode, when the
+        params, optimizer state and gradient together take at most ``_PAIR_MAX_BYTES`` (the
+        paired loop keeps a second copy of them)."""
+        if self.minibatch or self.options.max_steps < 2:
+            return False
+        leaves = jax.tree_util.tree_leaves((c.params, c.opt_state, c.grad))
+        return sum(np.dtype(jnp.result_type(x)).itemsize * int(np.prod(jnp.shape(x))) for x in leaves) <= _PAIR_MAX_BYTES
+
+    def run(self, c: _Carry, limit: Any = None) -> _Carry:
+        """Unguarded steps while ``c`` is running (and ``c.step < limit``): the full-batch loop.
+
+        When :meth:`pairs` allows, one loop iteration takes two steps. On XLA CPU each iteration
+        of a while loop costs a few microseconds besides its thunks, and XLA shares work between
+        the two steps (the step counter, the bias corrections), so a small problem runs about 5%
+        faster. The second step of a pair runs even when the first one stopped the run
+        (converged or non-finite); the loop then keeps the first step's state, which it carries
+        alongside, and puts the history entry back: the result is the one-step loop's, bitwise.
+        The pairs stop two steps short of ``max_steps`` (or ``limit``) and single steps finish.
+        """
+        n = self.options.max_steps
+        end = n if limit is None else jnp.minimum(limit, n)
+        running = lambda c: c.status == _RUNNING  # noqa: E731
+        if self.pairs(c):
+
+            def two_steps(state):
+                c0, _, _ = state
+                c1 = self.step(c0, guard=None)
+                c2 = self.step(c1, guard=None)
+                first_stopped = ~running(c1)
+                c2 = c2._replace(status=jnp.where(first_stopped, c1.status, c2.status))
+                return c2, (c1.params, c1.opt_state, c1.value, c1.grad, c1.step), first_stopped
+
+            first = (c.params, c.opt_state, c.value, c.grad, c.step)
+            state = (c, first, jnp.zeros((), bool))
+            c2, first, first_stopped = _loop(
+                self.options, lambda s: running(s[0]) & (s[0].step + 2 <= end), two_steps, state
+            )
+            take = lambda a, b: _select(first_stopped, a, b)  # noqa: E731
+            history = c2.history
+            if history is not None:  # the second step's entry, at index first[4] <= n - 1
+                i = first[4]
+                entry = jnp.where(first_stopped, jnp.nan, history[i]).astype(history.dtype)
+                history = lax.dynamic_update_index_in_dim(history, entry, i, 0)
+            c = c2._replace(
+                params=take(first[0], c2.params),
+                opt_state=take(first[1], c2.opt_state),
+                value=take(first[2], c2.value),
+                grad=take(first[3], c2.grad),
+                step=jnp.where(first_stopped, first[4], c2.step),
+                history=history,
+            )
+        body = functools.partial(self.step, guard=None)
+        return _loop(self.options, lambda c: running(c) & (c.step < end), body, c)
+
     def recover(self, start: _Carry, end: _Carry) -> _Carry:
         """The last good state of a run of unguarded steps from ``start`` that ended in ``end``.
 
@@ -789,11 +851,12 @@ def _solve(
     if options.progress:
         bar = _ProgressBar(options.max_steps, options.name, every=_progress_every(options), key=(fun, optimizer, options))
         report = lambda c, start: bar.report(c.step, running(c).astype(jnp.int32), c.status, start)  # noqa: E731
-        carry = _loop_with_bar(options, running, lambda c: c.step, body, carry, report)
+        run = None if guarded else solver.run
+        carry = _loop_with_bar(options, running, lambda c: c.step, body, carry, report, run=run)
     elif solver.minibatch and not guarded:
         carry = solver.run_epochs(carry)
     else:
-        carry = _loop(options, running, body, carry)
+        carry = solver.run(carry) if not guarded else _loop(options, running, body, carry)
     if not guarded:
         carry = solver.recover(start, carry)
     return solver.finish(carry)
@@ -828,7 +891,15 @@ def _loop(options: _Options, cond: Callable, body: Callable, carry: Any) -> Any:
     return options.diff.loop(cond, body, carry, options.max_steps)
 
 
-def _loop_with_bar(options: _Options, running: Callable, count: Callable, body: Callable, carry: Any, report: Callable) -> Any:
+def _loop_with_bar(
+    options: _Options,
+    running: Callable,
+    count: Callable,
+    body: Callable,
+    carry: Any,
+    report: Callable,
+    run: Callable | None = None,
+) -> Any:
     """:func:`_loop` with progress callbacks (``minimize``'s and ``sweep``'s bar).
 
     ``running(carry)`` is the loop's condition, ``count(carry)`` its (unbatched) step count and
@@ -836,7 +907,8 @@ def _loop_with_bar(options: _Options, running: Callable, count: Callable, body: 
     The steps between two callbacks run in an inner loop (the loop without a bar plus one
     comparison in its condition) and the callback in the outer one. A loop of ``max_steps``
     steps (``diff="unrolled"``'s scan) cannot nest, so there a ``lax.cond`` guards a callback
-    per step.
+    per step. ``run(carry, limit)``, if given, runs a chunk instead of the plain loop of
+    ``body`` (minimize's :meth:`_Solver.run`, two steps per iteration).
     """
     state = (carry, report(carry, True))
     if _runs_every_step(options):
@@ -853,7 +925,10 @@ def _loop_with_bar(options: _Options, running: Callable, count: Callable, body: 
 
     def chunk(state):
         c, next_report = state
-        c = _loop(options, lambda ci: running(ci) & (count(ci) < next_report), body, c)
+        if run is not None:
+            c = run(c, next_report)
+        else:
+            c = _loop(options, lambda ci: running(ci) & (count(ci) < next_report), body, c)
         return c, report(c, False)
 
     return lax.while_loop(lambda s: running(s[0]) & _alive(s[1]), chunk, state)[0]

@@ -339,6 +339,62 @@ def test_nan_guard_overflowing_update_and_nonfinite_start():
     np.testing.assert_array_equal(res.params, -jnp.ones(2))
 
 
+def _pairs_off(monkeypatch):
+    """The loop with one step per iteration (the reference for the paired loop)."""
+    monkeypatch.setattr(sys.modules["jloss.minimize"], "_PAIR_MAX_BYTES", -1)
+
+
+def _fresh_fun(kind):
+    # a new function object per call: minimize's compiled programs are keyed by fun, so the
+    # paired and the one-step loop each trace their own program
+    if kind == "nan":
+        return lambda w, c: jnp.sum((w - 3.0) ** 2) + jnp.sqrt(c - w[0])  # NaN once w[0] >= c
+    return lambda w, X, y: squared_error(w, X, y)
+
+
+def test_two_steps_per_iteration_equal_the_one_step_loop_bitwise(monkeypatch, capfd):
+    # The full-batch loop takes two steps per iteration. Whether the run stops on the first or
+    # the second step of a pair (converged, non-finite, max_steps odd or even), the result must be
+    # the one-step loop's, bitwise: params, state, loss, steps, status, history.
+    X, y = _data(seed=3)
+    adam = optax.adam(0.1)
+    runs = []  # (label, callable(fun) -> Result)
+    for n in (1, 2, 7, 8):
+        runs.append((f"adam max_steps={n}", "lsq", lambda f, n=n: minimize(f, jnp.zeros(3), adam, args=(X, y), max_steps=n)))
+    for tol in np.geomspace(0.3, 1e-3, 9):
+        runs.append((f"gd tol={tol:.3g}", "lsq",
+                     lambda f, tol=tol: minimize(f, jnp.zeros(3), GD, args=(X, y), max_steps=200, tol=float(tol))))
+    for c in (0.5, 1.0, 1.3, 1.7, 2.0, 2.4):
+        runs.append((f"nan c={c}", "nan", lambda f, c=c: minimize(f, jnp.zeros(2), adam, args=(c,), max_steps=300)))
+    runs.append(("lbfgs", "lsq", lambda f: minimize(f, jnp.zeros(3), LBFGS, args=(X, y), max_steps=50, tol=1e-5)))
+    runs.append(("progress", "nan", lambda f: minimize(f, jnp.zeros(2), adam, args=(1.3,), max_steps=300, progress=True)))
+    runs.append(("vmap", "nan", lambda f: jax.vmap(
+        lambda c: minimize(f, jnp.zeros(2), adam, args=(c,), max_steps=300))(jnp.array([1.0, 1.3, 9.0]))))
+    paired = [(label, run(_fresh_fun(kind))) for label, kind, run in runs]
+    _pairs_off(monkeypatch)
+    stops = {"converged": set(), "nonfinite": set(), "max_steps": set()}
+    for (label, kind, run), (_, got) in zip(runs, paired):
+        want = run(_fresh_fun(kind))
+        chex.assert_trees_all_equal(got, want, custom_message=label)
+        if label != "vmap":
+            stops[Status(int(got.status)).name.lower()].add(int(got.steps) % 2)
+    # each way of stopping happened on both steps of a pair
+    assert stops == {"converged": {0, 1}, "nonfinite": {0, 1}, "max_steps": {0, 1}}, stops
+    capfd.readouterr()
+
+
+def test_two_steps_per_iteration_only_for_small_states():
+    # the paired loop keeps a second copy of params, state and gradient: only up to 1 MiB
+    def n_while(params):
+        f = _fresh_fun("lsq")
+        X = jnp.zeros((4, params.shape[0]))
+        jaxpr = jax.make_jaxpr(lambda p: minimize(f, p, ADAM, args=(X, jnp.zeros(4)), max_steps=10))(params)
+        return str(jaxpr).count("while[")
+
+    small, large = n_while(jnp.zeros(3)), n_while(jnp.zeros(200_000))  # 3 x 800 KB with Adam
+    assert small == large + 1, (small, large)
+
+
 # ----------------------------------------------------------------------------------------------
 # jit, vmap, frozen members, recompilation
 # ----------------------------------------------------------------------------------------------
