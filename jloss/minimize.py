@@ -728,7 +728,11 @@ class _Solver:
         if self.minibatch or self.options.max_steps < 2:
             return False
         leaves = jax.tree_util.tree_leaves((c.params, c.opt_state, c.grad))
-        return sum(np.dtype(jnp.result_type(x)).itemsize * int(np.prod(jnp.shape(x))) for x in leaves) <= _PAIR_MAX_BYTES
+        size = sum(
+            (8 if _is_key(x) else np.dtype(jnp.result_type(x)).itemsize) * int(np.prod(jnp.shape(x)))
+            for x in leaves
+        )  # a PRNG key (optax.noisy_sgd's state) is at most two uint32 words
+        return size <= _PAIR_MAX_BYTES
 
     def run(self, c: _Carry, limit: Any = None) -> _Carry:
         """Unguarded steps while ``c`` is running (and ``c.step < limit``): the full-batch loop.
