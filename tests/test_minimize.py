@@ -359,16 +359,14 @@ def test_two_steps_per_iteration_equal_the_one_step_loop_bitwise(monkeypatch, ca
     X, y = _data(seed=3)
     adam = optax.adam(0.1)
     runs = []  # (label, callable(fun) -> Result)
-    for n in (1, 7, 8):
-        runs.append((f"adam max_steps={n}", "lsq", lambda f, n=n: minimize(f, jnp.zeros(3), adam, args=(X, y), max_steps=n)))
+    runs.append(("adam max_steps=7", "lsq", lambda f: minimize(f, jnp.zeros(3), adam, args=(X, y), max_steps=7)))
     for tol in np.geomspace(0.3, 1e-3, 9):
         runs.append((f"gd tol={tol:.3g}", "lsq",
                      lambda f, tol=tol: minimize(f, jnp.zeros(3), GD, args=(X, y), max_steps=200, tol=float(tol))))
-    for c in (0.5, 1.0, 1.3, 1.7, 2.0, 2.4):
+    for c in (0.5, 1.0, 1.3, 1.7, 2.0, 2.4, 9.0):  # 9.0 never fails: max_steps=300
         runs.append((f"nan c={c}", "nan", lambda f, c=c: minimize(f, jnp.zeros(2), adam, args=(c,), max_steps=300)))
     noisy = optax.noisy_sgd(0.05, key=jax.random.key(1))  # a PRNG key in the optimizer state
     runs.append(("noisy_sgd", "lsq", lambda f: minimize(f, jnp.zeros(3), noisy, args=(X, y), max_steps=7)))
-    runs.append(("lbfgs", "lsq", lambda f: minimize(f, jnp.zeros(3), LBFGS, args=(X, y), max_steps=50, tol=1e-5)))
     runs.append(("progress", "nan", lambda f: minimize(f, jnp.zeros(2), adam, args=(1.3,), max_steps=300, progress=True)))
     runs.append(("vmap", "nan", lambda f: jax.vmap(
         lambda c: minimize(f, jnp.zeros(2), adam, args=(c,), max_steps=300))(jnp.array([1.0, 1.3, 9.0]))))
