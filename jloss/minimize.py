@@ -739,7 +739,7 @@ class _Solver:
 
         When :meth:`pairs` allows, one loop iteration takes two steps. On XLA CPU each iteration
         of a while loop costs a few microseconds besides its thunks, and XLA shares work between
-        the two steps (the step counter, the bias corrections), so a small problem runs about 5%
+        the two steps (the step counter, the bias corrections), so a small problem runs about 5-10%
         faster. The second step of a pair runs even when the first one stopped the run
         (converged or non-finite); the loop then keeps the first step's state, which it carries
         alongside, and puts the history entry back: the result is the one-step loop's, bitwise.
@@ -756,25 +756,23 @@ class _Solver:
                 c2 = self.step(c1, guard=None)
                 first_stopped = ~running(c1)
                 c2 = c2._replace(status=jnp.where(first_stopped, c1.status, c2.status))
-                return c2, (c1.params, c1.opt_state, c1.value, c1.grad, c1.step), first_stopped
+                return c2, c1._replace(history=None), first_stopped
 
-            first = (c.params, c.opt_state, c.value, c.grad, c.step)
-            state = (c, first, jnp.zeros((), bool))
+            state = (c, c._replace(history=None), jnp.zeros((), bool))
             c2, first, first_stopped = _loop(
                 self.options, lambda s: running(s[0]) & (s[0].step + 2 <= end), two_steps, state
             )
             take = lambda a, b: _select(first_stopped, a, b)  # noqa: E731
             history = c2.history
-            if history is not None:  # the second step's entry, at index first[4] <= n - 1
-                i = first[4]
-                entry = jnp.where(first_stopped, jnp.nan, history[i]).astype(history.dtype)
-                history = lax.dynamic_update_index_in_dim(history, entry, i, 0)
+            if history is not None:  # the second step's entry, at index first.step <= n - 1
+                entry = jnp.where(first_stopped, jnp.nan, history[first.step]).astype(history.dtype)
+                history = lax.dynamic_update_index_in_dim(history, entry, first.step, 0)
             c = c2._replace(
-                params=take(first[0], c2.params),
-                opt_state=take(first[1], c2.opt_state),
-                value=take(first[2], c2.value),
-                grad=take(first[3], c2.grad),
-                step=jnp.where(first_stopped, first[4], c2.step),
+                params=take(first.params, c2.params),
+                opt_state=take(first.opt_state, c2.opt_state),
+                value=take(first.value, c2.value),
+                grad=take(first.grad, c2.grad),
+                step=jnp.where(first_stopped, first.step, c2.step),
                 history=history,
             )
         body = functools.partial(self.step, guard=None)
