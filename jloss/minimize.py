@@ -64,6 +64,9 @@ class Status(enum.IntEnum):
     CONVERGED = 0
     MAX_STEPS = 1
     NONFINITE = 2
+    #: A non-smooth fit (:mod:`jloss.nonsmooth`) whose optimality conditions at the kinks were
+    #: verified: a subgradient certificate, not a small gradient norm.
+    OPTIMAL = 3
 
     @property
     def message(self) -> str:
@@ -75,6 +78,7 @@ _MESSAGES = {
     Status.CONVERGED: "converged: gradient norm <= tol",
     Status.MAX_STEPS: "max_steps reached",
     Status.NONFINITE: "stopped: non-finite loss, gradient or params; returned the last finite ones",
+    Status.OPTIMAL: "converged: optimality certified at the kinks (subgradient conditions hold to tol)",
 }
 
 
@@ -92,7 +96,8 @@ class Result:
       steps: int32, optimizer updates applied by this call (rejected non-finite steps not counted).
       total_steps: int32, ``steps`` plus the ``total_steps`` of the result passed as ``init``;
         it positions the minibatch schedule so that a warm start continues it.
-      converged: bool, ``status == Status.CONVERGED``.
+      converged: bool, ``status == Status.CONVERGED`` (or ``Status.OPTIMAL`` for a certified
+        non-smooth fit).
       status: int32 :class:`Status` code; ``message`` turns it into text on the host.
       history: loss after every update, shape ``(max_steps,)``, ``history[i]`` is the loss after
         update ``i + 1`` (so ``history[steps - 1] == loss`` in full-batch mode) and NaN from
