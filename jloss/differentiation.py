@@ -78,9 +78,10 @@ from typing import Any, Callable, ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax import lax
 
-from jloss.minimize import Result, _solve
+from jloss._result import Result
 
 __all__ = ["Implicit", "Unrolled", "ImplicitDiffWarning", "implicit_tangent", "resolve_diff"]
 
@@ -108,6 +109,8 @@ class Implicit:
     solver_tol: float | None = None
     solver_maxiter: int | None = None
     warn: bool = True
+    # The while loop stops with the run: the solver takes unguarded steps and recovers a failed run.
+    runs_every_step: ClassVar[bool] = False
 
     def __post_init__(self):
         if not (np.isfinite(self.ridge) and self.ridge >= 0):
@@ -169,14 +172,6 @@ def resolve_diff(name: str, diff: Any) -> Implicit | Unrolled | None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _tree_axpy(a: float, x: Any, y: Any) -> Any:
-    return jax.tree_util.tree_map(lambda x, y: a * x + y, x, y)
-
-
-def _tree_norm(tree: Any) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
-
-
 def _default_tol(b: Any) -> float:
     dtypes = [jnp.result_type(x) for x in jax.tree_util.tree_leaves(b)]
     return 1e-10 if dtypes and all(d == jnp.float64 for d in dtypes) else 1e-5
@@ -202,9 +197,9 @@ def _cg_solve(config: Implicit, matvec: Callable, b: Any) -> Any:
     tol = _default_tol(b) if config.solver_tol is None else config.solver_tol
     x, _ = jax.scipy.sparse.linalg.cg(matvec, b, tol=tol, atol=0.0, maxiter=config.solver_maxiter)
     if config.warn:
-        rel = _tree_norm(_tree_axpy(-1.0, b, matvec(x))) / _tree_norm(b)
+        rel = optax.tree.norm(optax.tree.sub(matvec(x), b)) / optax.tree.norm(b)
         # b == 0 (a zero tangent): CG returns 0 exactly, nothing to report.
-        rel = jnp.where(_tree_norm(b) > 0, rel, 0.0)
+        rel = jnp.where(optax.tree.norm(b) > 0, rel, 0.0)
         jax.debug.callback(functools.partial(_warn_unconverged, limit=float(np.sqrt(tol))), rel)
     return x
 
@@ -232,7 +227,7 @@ def implicit_tangent(
 
     def matvec(v):
         hv = hvp(v)
-        return _tree_axpy(config.ridge, v, hv) if config.ridge else hv
+        return optax.tree.add_scale(hv, config.ridge, v) if config.ridge else hv
 
     minus_b = jax.tree_util.tree_map(jnp.negative, b)
     params_dot = lax.custom_linear_solve(
@@ -279,14 +274,16 @@ def _with_implicit_jvp(
     return solve(diff_in, rest)
 
 
-def solve(fun, optimizer, options, params0, args, opt_state0, tol, key, offset) -> Result:
-    """``minimize``'s solve with the derivatives chosen by ``options.diff`` (``_solve`` otherwise)."""
+def solve(primal_solve, fun, optimizer, options, params0, args, opt_state0, tol, key, offset) -> Result:
+    """``minimize``'s solve (``primal_solve``, called with the same arguments) with the
+    derivatives chosen by ``options.diff``: the implicit rule for :class:`Implicit`, those of
+    the loop itself otherwise (:class:`Unrolled`'s scan, or none)."""
     config = options.diff
     if not isinstance(config, Implicit):
-        return _solve(fun, optimizer, options, params0, args, opt_state0, tol, key, offset)
+        return primal_solve(fun, optimizer, options, params0, args, opt_state0, tol, key, offset)
 
     def primal(args, rest):
-        return _solve(fun, optimizer, options, rest[0], args, *rest[1:])
+        return primal_solve(fun, optimizer, options, rest[0], args, *rest[1:])
 
     def tangent(params, args, args_dot):
         return implicit_tangent(fun, params, args, args_dot, config)

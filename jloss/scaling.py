@@ -24,7 +24,8 @@ import optax
 
 import jloss
 from jloss.benchmarks import huber_objective, huber_problem
-from jloss.minimize import _Options, _solve_jit
+from jloss._loops import solve_jit
+from jloss._options import Options
 from jloss.sharding import make_mesh, replicate, shard_data, shard_grid
 
 __all__ = ["scaling_benchmark", "scaling_markdown", "main"]
@@ -75,9 +76,9 @@ def _scaling_worker(d: int, quick: bool, repeats: int) -> list[dict]:
     )
     # one device, the same per-shard schedule (D shards of the rows, no mesh)
     p1 = jax.tree_util.tree_map(jnp.asarray, params0)
-    options = _Options(max_steps=mb_steps, history=True, batch_size=bs, batch_args=(0, 1),
+    options = Options(max_steps=mb_steps, history=True, batch_size=bs, batch_args=(0, 1),
                        batch_shards=d)
-    ref = _solve_jit(fun, adam, options, p1, (X, y), adam.init(p1), jnp.float32(0), key,
+    ref = solve_jit(fun, adam, options, p1, (X, y), adam.init(p1), jnp.float32(0), key,
                      jnp.int32(0))
     rows.append(dict(workload="minibatch", unit="samples/s", loss=float(res.loss),
                      loss_1dev=float(ref.loss), **t))

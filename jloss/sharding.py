@@ -42,6 +42,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jloss import checks
+from jloss._options import grid_size
+from jloss._placement import put, spec0
 
 __all__ = ["make_mesh", "shard_data", "replicate", "shard_grid"]
 
@@ -118,17 +120,6 @@ def _mesh_and_axes(name: str, mesh: Any, axis: Any) -> tuple[Mesh, tuple[str, ..
     return mesh, axes
 
 
-def _spec0(axes: tuple[str, ...]) -> Any:
-    """The PartitionSpec entry that shards one dimension over ``axes``."""
-    return axes[0] if len(axes) == 1 else axes
-
-
-def _axes_of(entry: Any) -> tuple[str, ...]:
-    if entry is None:
-        return ()
-    return (entry,) if isinstance(entry, str) else tuple(entry)
-
-
 def _local_blocks(mesh: Mesh, axes: tuple[str, ...]) -> int:
     """How many distinct blocks of a dimension sharded over ``axes`` this process holds."""
     me = jax.process_index()
@@ -139,16 +130,6 @@ def _local_blocks(mesh: Mesh, axes: tuple[str, ...]) -> int:
         if mesh.devices[pos].process_index == me
     }
     return len(coords)
-
-
-def _put(x: Any, sharding: NamedSharding, global_rows: int | None) -> jax.Array:
-    """``x`` placed with ``sharding``: ``device_put`` in one process; across processes ``x`` is
-    this process's part (its rows, or the whole array when replicated)."""
-    if jax.process_count() == 1:
-        return jax.device_put(x, sharding)
-    x = np.asarray(x)
-    shape = None if global_rows is None else (global_rows,) + x.shape[1:]
-    return jax.make_array_from_process_local_data(sharding, x, shape)
 
 
 def _rows(name: str, what: str, tree: Any) -> int:
@@ -211,10 +192,10 @@ def shard_data(arrays: Any, mesh: Mesh | None = None, *, axis: Any = None, pad: 
     if missing and not pad:
         raise ValueError(
             f"{name}: N={n} rows cannot be split evenly over {held} {local} devices of mesh axis "
-            f"{_spec0(axes)!r}: N must be a multiple of {local}. Pass pad=True to pad to "
+            f"{spec0(axes)!r}: N must be a multiple of {local}. Pass pad=True to pad to "
             f"{n + missing} rows and get a mask for where=, or drop {n % local} rows."
         )
-    sharding = NamedSharding(mesh, PartitionSpec(_spec0(axes)))
+    sharding = NamedSharding(mesh, PartitionSpec(spec0(axes)))
     procs = d // local
 
     def place(x):
@@ -222,13 +203,13 @@ def shard_data(arrays: Any, mesh: Mesh | None = None, *, axis: Any = None, pad: 
         if missing:
             edge = np.repeat(np.asarray(x[-1:]), missing, axis=0)
             x = np.concatenate([np.asarray(x), edge], axis=0)
-        return _put(x, sharding, (n + missing) * procs)
+        return put(x, sharding, (n + missing) * procs)
 
     placed = jax.tree_util.tree_map(place, arrays)
     if not pad:
         return placed
     mask = np.arange(n + missing) < n
-    return placed, _put(mask, sharding, (n + missing) * procs)
+    return placed, put(mask, sharding, (n + missing) * procs)
 
 
 def replicate(tree: Any, mesh: Mesh | None = None) -> Any:
@@ -239,7 +220,7 @@ def replicate(tree: Any, mesh: Mesh | None = None) -> Any:
     """
     mesh, _ = _mesh_and_axes("replicate", mesh, None)
     sharding = NamedSharding(mesh, PartitionSpec())
-    return jax.tree_util.tree_map(lambda x: _put(x, sharding, None), tree)
+    return jax.tree_util.tree_map(lambda x: put(x, sharding, None), tree)
 
 
 def shard_grid(grid: Any, mesh: Mesh | None = None, *, axis: Any = None) -> Any:
@@ -251,111 +232,15 @@ def shard_grid(grid: Any, mesh: Mesh | None = None, *, axis: Any = None) -> Any:
     says so): add members (more values to try) rather than padding. With several processes,
     every process passes the whole grid.
     """
-    from jloss.sweep import _grid_size  # the checks and messages of sweep itself
-
     name = "shard_grid"
     mesh, axes = _mesh_and_axes(name, mesh, axis)
-    k = _grid_size(name, grid)
+    k = grid_size(name, grid)
     d = math.prod(mesh.shape[a] for a in axes)
     if k % d:
         raise ValueError(
             f"{name}: a grid of K={k} members cannot be split evenly over the {d} devices of mesh "
-            f"axis {_spec0(axes)!r}: K must be a multiple of {d} (e.g. {k + (-k % d)} values)."
+            f"axis {spec0(axes)!r}: K must be a multiple of {d} (e.g. {k + (-k % d)} values)."
         )
-    sharding = NamedSharding(mesh, PartitionSpec(_spec0(axes)))
+    sharding = NamedSharding(mesh, PartitionSpec(spec0(axes)))
     # Every process holds the whole grid (global shape = local shape); each device takes its part.
-    return jax.tree_util.tree_map(lambda x: _put(x, sharding, k), grid)
-
-
-# ----------------------------------------------------------------------------------------------
-# Hooks for minimize and sweep (host side)
-# ----------------------------------------------------------------------------------------------
-
-
-def _leading_sharding(name: str, what: str, tree: Any) -> tuple[Mesh, tuple[str, ...]] | None:
-    """The mesh and axes that the leading axis of the concrete arrays in ``tree`` is sharded
-    over, or None (unsharded, single device, or traced). Conflicting placements are an error."""
-    found = None
-    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        if not isinstance(leaf, jax.Array) or isinstance(leaf, jax.core.Tracer):
-            continue
-        sharding = leaf.sharding
-        if not isinstance(sharding, NamedSharding) or not sharding.spec or leaf.ndim == 0:
-            continue
-        axes = _axes_of(sharding.spec[0])
-        if not axes or math.prod(sharding.mesh.shape[a] for a in axes) == 1:
-            continue
-        where = f"{what}{jax.tree_util.keystr(path)}"
-        if found is None:
-            found = (sharding.mesh, axes, where)
-        elif (sharding.mesh, axes) != found[:2]:
-            raise ValueError(
-                f"{name}: {found[2]} and {where} are sharded differently along their leading "
-                f"axis (over {found[1]} of {found[0]} and over {axes} of {sharding.mesh}); "
-                "place them alike, e.g. with jloss.sharding.shard_data."
-            )
-    return None if found is None else found[:2]
-
-
-def _minibatch_sharding(name: str, data: Any, batch_size: int) -> tuple[int, Any]:
-    """``(D, NamedSharding)`` for minibatches drawn per shard of ``data``, or ``(1, None)``.
-
-    ``data`` are the arguments that minibatch mode slices. ``batch_size`` must be a multiple of D.
-    """
-    found = _leading_sharding(name, "the data", data)
-    if found is None:
-        return 1, None
-    mesh, axes = found
-    types = dict(zip(mesh.axis_names, mesh.axis_types))
-    explicit = [a for a in axes if types[a] == AxisType.Explicit]
-    if explicit:
-        raise ValueError(
-            f"{name}: minibatch mode needs the data's mesh axes to be AxisType.Auto, but "
-            f"{explicit} are Explicit; build the mesh with jloss.sharding.make_mesh (or "
-            "jax.make_mesh(..., axis_types=(AxisType.Auto, ...)))."
-        )
-    d = math.prod(mesh.shape[a] for a in axes)
-    n = np.shape(jax.tree_util.tree_leaves(data)[0])[0]
-    if n % d:  # jax.Array does not shard unevenly today; a clear message if it ever does
-        raise ValueError(f"{name}: N={n} rows are sharded over {d} devices, which do not divide N.")
-    if batch_size % d:
-        lo, hi = batch_size - batch_size % d, batch_size + (-batch_size % d)
-        hint = f"{lo} or {hi}" if lo else f"{hi}"
-        raise ValueError(
-            f"{name}: batch_size={batch_size} with data sharded over {d} devices (mesh axis "
-            f"{_spec0(axes)!r}): every step takes batch_size / {d} rows from each device's shard, "
-            f"so batch_size must be a multiple of {d}, e.g. {hint}."
-        )
-    return d, NamedSharding(mesh, PartitionSpec(_spec0(axes)))
-
-
-def _minibatch_options(
-    name: str, args: tuple, batch_size: int | None, batch_args: tuple[int, ...], shift: int = 0
-) -> dict:
-    """The ``_Options`` fields ``batch_shards``/``batch_sharding`` for ``minimize``/``sweep``:
-    ``batch_args`` are the (validated) indices of the data arguments, shifted by ``shift``."""
-    if batch_size is None:
-        return {}
-    data = [args[i - shift] for i in batch_args]
-    d, sharding = _minibatch_sharding(name, data, batch_size)
-    return {"batch_shards": d, "batch_sharding": sharding}
-
-
-def _members_sharding(grid: Any) -> NamedSharding | None:
-    """The sharding of a sweep grid's leading axis (None: not sharded), for the members' state."""
-    found = _leading_sharding("sweep", "grid", grid)
-    if found is None:
-        return None
-    mesh, axes = found
-    return NamedSharding(mesh, PartitionSpec(_spec0(axes)))
-
-
-def _place_members(sharding: NamedSharding, tree: Any) -> Any:
-    """The members' starting state (leading axis K) placed like the grid it belongs to."""
-
-    def place(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return x  # already a global array (a previous sweep's result)
-        return _put(x, sharding, np.shape(x)[0])
-
-    return jax.tree_util.tree_map(place, tree)
+    return jax.tree_util.tree_map(lambda x: put(x, sharding, k), grid)

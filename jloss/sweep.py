@@ -16,71 +16,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 
-from jloss import checks
-from jloss.minimize import (
-    _RUNNING,
-    Result,
-    _check_args,
-    _check_max_steps,
-    _check_optimizer,
-    _check_progress,
-    _as_float,
-    _check_tol,
-    _loop,
-    _loop_with_bar,
-    _runs_every_step,
-    _Options,
-    _prepare_params,
-    _progress_every,
-    _ProgressBar,
-    _resolve_batching,
-    _resolve_diff,
-    _Solver,
-    _strong,
+from jloss import _loops
+from jloss._options import (
+    Options,
+    check_args,
+    check_fun,
+    check_history,
+    check_max_steps,
+    check_optimizer,
+    check_progress,
+    check_tol,
+    grid_size,
+    member_optimizer,
+    prepare_params,
+    resolve_batching,
 )
-from jloss.sharding import _members_sharding, _minibatch_options, _place_members
+from jloss._placement import members_sharding, minibatch_options, place_members
+from jloss._result import Result
+from jloss._tree import as_float, strong
+from jloss.differentiation import resolve_diff
 
 __all__ = ["sweep", "sweep_table", "sweep_best", "sweep_member", "SweepTable"]
-
-
-def _grid_size(name: str, grid: Any) -> int:
-    leaves = jax.tree_util.tree_leaves_with_path(grid)
-    if not leaves:
-        raise ValueError(
-            f"{name}: grid is empty; pass an array with a leading axis K or a dict of them."
-        )
-    k, _ = checks.leading_size(
-        checks.labelled_leaves("grid", grid),
-        lambda where: (
-            f"{name}: every grid leaf must be an array with a leading axis K (one entry per "
-            f"member), but {where} is a scalar. (A Python list of numbers is a pytree of "
-            "scalars: wrap it, e.g. jnp.array([0.1, 1.0, 10.0]).)"
-        ),
-        lambda first, k, where, m: (
-            f"{name}: grid leaves must share their leading axis K: {first} has {k} entries "
-            f"but {where} has {m}."
-        ),
-    )
-    if k == 0:
-        raise ValueError(f"{name}: grid has K = 0 members.")
-    return int(k)
-
-
-def _member_optimizer(name: str, optimizer, h) -> optax.GradientTransformation:
-    """The optimizer of member ``h``: ``optimizer`` itself or ``optimizer(h)``."""
-    if isinstance(optimizer, optax.GradientTransformation):
-        return optimizer
-    opt = optimizer(h)
-    _check_optimizer(name, opt, what="the optimizer factory's result optimizer(h)")
-    return opt
-
-
-def _member_solver(fun, optimizer, options, h, args, tol, key, offset) -> _Solver:
-    """The solver of member ``h``: ``fun(params, h, *args)``."""
-    opt = _member_optimizer(options.name, optimizer, h)
-    return _Solver(fun, opt, options, (h,) + tuple(args), tol, key, offset)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -88,62 +45,8 @@ def _cold_start(optimizer, params, grid):
     """Every member's starting params (``params`` repeated K times) and optimizer state."""
     k = jax.tree_util.tree_leaves(grid)[0].shape[0]
     params = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (k,) + jnp.shape(x)), params)
-    state = jax.vmap(lambda h, p: _member_optimizer("sweep", optimizer, h).init(p))(grid, params)
-    return params, _strong(state)
-
-
-def _sweep(fun, optimizer, options, params0, grid, args, opt_state0, tol, key, offset):
-    """The sweep as one traceable function; ``params0``, ``opt_state0`` and ``offset`` have a
-    leading axis K (one entry per member), ``args``/``tol``/``key`` are shared."""
-    k = jax.tree_util.tree_leaves(grid)[0].shape[0]
-
-    def solver(h, off):
-        return _member_solver(fun, optimizer, options, h, args, tol, key, off)
-
-    carry = jax.vmap(lambda h, off, p, s: solver(h, off).init(p, s))(
-        grid, offset, params0, opt_state0
-    )
-    start = carry
-    # Stopped members are frozen; a non-finite candidate stops its member and is undone by
-    # recover() after the loop (unless the loop runs every step: diff="unrolled").
-    guard = "full" if _runs_every_step(options) else "stopped"
-    step_member = jax.vmap(lambda h, off, c: solver(h, off).step(c, guard=guard))
-
-    # The loop runs until every member has stopped; stopped members are frozen inside step().
-    # Its counter ``it`` stays unbatched, so the progress bar's chunks are real loops.
-    def n_running(c):
-        return jnp.sum(c.status == _RUNNING, dtype=jnp.int32)
-
-    def body(state):
-        it, c = state
-        return it + 1, step_member(grid, offset, c)
-
-    def any_running(state):
-        return jnp.any(state[1].status == _RUNNING)
-
-    state = (jnp.zeros((), jnp.int32), carry)
-    if options.progress:
-        report = _ProgressBar(options.max_steps, options.name, members=k, every=_progress_every(options)).report
-        _, carry = _loop_with_bar(
-            options, any_running, lambda s: s[0], body, state, lambda s, start: report(s[0], n_running(s[1]), -1, start)
-        )
-    else:
-        _, carry = _loop(options, any_running, body, state)
-    if guard == "stopped":
-        carry = jax.vmap(lambda h, off, s, c: solver(h, off).recover(s, c))(grid, offset, start, carry)
-    return jax.vmap(lambda h, off, c: solver(h, off).finish(c))(grid, offset, carry)
-
-
-def _sweep_differentiable(fun, optimizer, options, *arrays) -> Result:
-    """``_sweep`` with the derivatives that ``options.diff`` selects (jloss.differentiation)."""
-    if options.diff is None:
-        return _sweep(fun, optimizer, options, *arrays)
-    from jloss import differentiation
-
-    return differentiation.sweep_solve(_sweep, fun, optimizer, options, *arrays)
-
-
-_sweep_jit = jax.jit(_sweep_differentiable, static_argnums=(0, 1, 2))
+    state = jax.vmap(lambda h, p: member_optimizer("sweep", optimizer, h).init(p))(grid, params)
+    return params, strong(state)
 
 
 def sweep(
@@ -205,28 +108,22 @@ def sweep(
     ``diff="implicit"`` solves one small linear system per member, vmapped.
     """
     name = "sweep"
-    if not callable(fun):
-        raise TypeError(f"{name}: fun must be callable, got {type(fun).__name__}.")
+    check_fun(name, fun)
     if not isinstance(optimizer, optax.GradientTransformation) and not callable(optimizer):
-        _check_optimizer(
-            name, optimizer, what="optimizer (a transformation or h -> transformation)"
-        )
-    max_steps = _check_max_steps(name, max_steps)
-    tol = _check_tol(name, tol)
-    if not isinstance(history, (bool, np.bool_)):
-        raise TypeError(f"{name}: history must be True or False, got {history!r}.")
-    args = _check_args(name, args)
-    progress = _check_progress(name, progress)
-    k = _grid_size(name, grid)
+        check_optimizer(name, optimizer, what="optimizer (a transformation or h -> transformation)")
+    max_steps = check_max_steps(name, max_steps)
+    tol = check_tol(name, tol)
+    history = check_history(name, history)
+    args = check_args(name, args)
+    progress = check_progress(name, progress)
+    k = grid_size(name, grid)
     grid = jax.tree_util.tree_map(jnp.asarray, grid)
-    batch_size, batch_args, key = _resolve_batching(
-        name, args, batch_size, batch_args, key, shift=1
-    )
+    batch_size, batch_args, key = resolve_batching(name, args, batch_size, batch_args, key, shift=1)
     if init is None:
         if init_params is None:
             raise ValueError(f"{name}: init_params is None; pass parameters or init=result.")
         # Built here, not in the compiled sweep, so that cold and warm starts share one program.
-        params0, opt_state0 = _cold_start(optimizer, _prepare_params(name, init_params), grid)
+        params0, opt_state0 = _cold_start(optimizer, prepare_params(name, init_params), grid)
         offset = np.zeros((k,), np.int32)
     else:
         if not isinstance(init, Result):
@@ -244,23 +141,23 @@ def sweep(
                 f"{name}: init is a Result, which continues from its own params; pass "
                 "init_params=None."
             )
-        params0 = _prepare_params(name, init.params)
-        opt_state0, offset = _strong(init.opt_state), init.total_steps
-    members = _members_sharding(grid)
+        params0 = prepare_params(name, init.params)
+        opt_state0, offset = strong(init.opt_state), init.total_steps
+    members = members_sharding(grid)
     if members is not None:  # a grid sharded over devices (jloss.sharding.shard_grid)
-        params0, opt_state0, offset = _place_members(members, (params0, opt_state0, offset))
-    tol = _as_float(tol)
-    options = _Options(
+        params0, opt_state0, offset = place_members(members, (params0, opt_state0, offset))
+    tol = as_float(tol)
+    options = Options(
         max_steps=max_steps,
-        history=bool(history),
+        history=history,
         batch_size=batch_size,
         batch_args=batch_args,
         progress=progress,
-        diff=_resolve_diff(name, diff),
+        diff=resolve_diff(name, diff),
         name=name,
-        **_minibatch_options(name, args, batch_size, batch_args, shift=1),
+        **minibatch_options(name, args, batch_size, batch_args, shift=1),
     )
-    return _sweep_jit(fun, optimizer, options, params0, grid, args, opt_state0, tol, key, offset)
+    return _loops.sweep_jit(fun, optimizer, options, params0, grid, args, opt_state0, tol, key, offset)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,17 +183,7 @@ def sweep_member(result: Result, k: int) -> Result:
 
 
 def _path_name(path) -> str:
-    parts = []
-    for entry in path:
-        if isinstance(entry, jax.tree_util.DictKey):
-            parts.append(str(entry.key))
-        elif isinstance(entry, jax.tree_util.SequenceKey):
-            parts.append(str(entry.idx))
-        elif isinstance(entry, jax.tree_util.GetAttrKey):
-            parts.append(entry.name)
-        else:
-            parts.append(str(entry))
-    return ".".join(parts) if parts else "h"
+    return jax.tree_util.keystr(path, simple=True, separator=".") if path else "h"
 
 
 def _cell(value: Any) -> Any:
@@ -348,7 +235,7 @@ def sweep_table(result: Result, grid: Any, *, metric: Any = None) -> SweepTable:
       a :class:`SweepTable` (a list of dicts; ``print`` it for a markdown table).
     """
     k = _num_members(result)
-    k_grid = _grid_size("sweep_table", grid)
+    k_grid = grid_size("sweep_table", grid)
     if k_grid != k:
         raise ValueError(f"sweep_table: grid has {k_grid} members but the result has {k}.")
     columns = [

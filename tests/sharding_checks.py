@@ -33,10 +33,8 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P  # noqa: E4
 
 import jloss  # noqa: E402
 from jloss import sharding as js  # noqa: E402
-from jloss.minimize import _Options, _solve_jit  # noqa: E402
-
-MINIMIZE = sys.modules["jloss.minimize"]
-SWEEP = sys.modules["jloss.sweep"]
+from jloss import _loops  # noqa: E402
+from jloss._options import Options  # noqa: E402
 
 # One problem for every check: N rows, F features. Sizes are picked so that a data-sized
 # collective (a batch of B or B / D rows, or all N) is larger than any params-sized one.
@@ -183,7 +181,7 @@ def full_batch_equals_one_device_and_data_stays_sharded():
     assert int(many.steps) == int(one.steps) == 40
     assert seen and all(s.spec == P("data") and s.mesh == mesh for s in seen), seen
     assert many.params.sharding.is_fully_replicated and len(many.params.sharding.device_set) == 4
-    hlo = compiled_text(MINIMIZE, "_solve_jit", run)
+    hlo = compiled_text(_loops, "solve_jit", run)
     found = assert_no_data_traffic(hlo, F, "full batch")
     assert any(op == "all-reduce" for op, _ in found)  # the gradient and loss are summed
 
@@ -218,7 +216,7 @@ def minibatch_draws_from_every_shard_and_matches_a_plain_loop():
     close(res.params, ref, rtol=1e-5, atol=1e-6)
     close(res.loss, 0.5 * mse(res.params, X, y))  # reported on the full data
     assert inside and all(s.spec == P("data") for s in inside), inside
-    hlo = compiled_text(MINIMIZE, "_solve_jit", run)
+    hlo = compiled_text(_loops, "solve_jit", run)
     assert_no_data_traffic(hlo, F, "minibatch")
 
 
@@ -229,10 +227,10 @@ def the_global_shuffle_would_move_data():
     X, y = problem()
     Xs, ys = js.shard_data((X, y))
     p0 = jnp.zeros(F)
-    options = _Options(max_steps=10, history=True, batch_size=B, batch_args=(0, 1))
+    options = Options(max_steps=10, history=True, batch_size=B, batch_args=(0, 1))
     args = (mse, SGD, options, p0, (Xs, ys), SGD.init(p0), jnp.float32(0), jax.random.key(0),
             jnp.int32(0))
-    found = collectives(_solve_jit.lower(*args).compile().as_text())
+    found = collectives(_loops.solve_jit.lower(*args).compile().as_text())
     assert any(size >= B for _, size in found), found
 
 
@@ -317,7 +315,7 @@ def sweep_over_four_devices_equals_one_device():
         assert leaf.sharding.spec[0] == "data" and len(leaf.sharding.device_set) == 4, leaf.sharding
     assert len(many.params.addressable_shards) == 4
     assert many.params.addressable_shards[1].data.shape == (2, F)  # 2 members per device
-    hlo = compiled_text(SWEEP, "_sweep_jit", run)
+    hlo = compiled_text(_loops, "sweep_jit", run)
     found = assert_no_data_traffic(hlo, 1, "sweep")  # only "is any member still running?"
     assert found, "expected the all-reduce of the members' running flags"
     warm = jloss.sweep(huber, None, ADAM, gs, args=(X, y), max_steps=10, init=many)
@@ -341,7 +339,7 @@ def sweep_on_a_two_axis_mesh_members_and_sharded_data():
     batches = shard_batches(key, N, B, 2, 6)
     ref = jax.vmap(lambda h: reference_minibatch_loop(huber, jnp.zeros(F), SGD, X, y, batches, h))
     close(mb.params, ref(grid), rtol=1e-5, atol=1e-6)
-    hlo = compiled_text(SWEEP, "_sweep_jit", run)
+    hlo = compiled_text(_loops, "sweep_jit", run)
     assert_no_data_traffic(hlo, 2 * F, "2-axis minibatch sweep")  # gradients of 2 members
 
 

@@ -13,6 +13,8 @@ import optax
 import pytest
 import scipy.optimize
 
+import jloss._loops
+import jloss._progress
 from jloss.minimize import Result, Status, minimize
 
 # Optimizers are built once: they are part of minimize's compilation cache key.
@@ -341,7 +343,7 @@ def test_nan_guard_overflowing_update_and_nonfinite_start():
 
 def _pairs_off(monkeypatch):
     """The loop with one step per iteration (the reference for the paired loop)."""
-    monkeypatch.setattr(sys.modules["jloss.minimize"], "_PAIR_MAX_BYTES", -1)
+    monkeypatch.setattr(jloss._loops, "PAIR_MAX_BYTES", -1)
 
 
 def _fresh_fun(kind):
@@ -576,23 +578,22 @@ def test_progress_bar_writes_output_and_costs_nothing_when_off(capfd):
 def test_progress_callbacks_adapt_to_the_measured_speed(monkeypatch, capfd):
     # Each callback returns the step of the next one: at most one per `every` steps (progress=N
     # gives N updates) and, once the speed is known, at most one per `interval` seconds.
-    minimize_module = sys.modules["jloss.minimize"]  # the module (jloss.minimize is the function)
     calls = []
-    call = minimize_module._ProgressBar.__call__
+    call = jloss._progress.ProgressBar.__call__
 
     def counting(self, packed):
         calls.append(int(np.asarray(packed).reshape(-1, 4)[0, 0]))
         return call(self, packed)
 
-    monkeypatch.setattr(minimize_module._ProgressBar, "__call__", counting)
+    monkeypatch.setattr(jloss._progress.ProgressBar, "__call__", counting)
     fun = lambda w: jnp.sum((w - 1.0) ** 2)  # noqa: E731  (one object: one compiled program)
     opt = optax.sgd(1e-3)
-    monkeypatch.setattr(minimize_module._ProgressBar, "interval", 0.0)  # the step schedule alone
+    monkeypatch.setattr(jloss._progress.ProgressBar, "interval", 0.0)  # the step schedule alone
     minimize(fun, jnp.zeros(2), opt, max_steps=400, progress=8)
     assert calls == [0, 50, 100, 150, 200, 250, 300, 350, 400]
     calls.clear()
     capfd.readouterr()
-    monkeypatch.setattr(minimize_module._ProgressBar, "interval", 1e6)  # every run is "quick"
+    monkeypatch.setattr(jloss._progress.ProgressBar, "interval", 1e6)  # every run is "quick"
     traced = jax.jit(lambda w: minimize(fun, w, opt, max_steps=400, progress=8))
     traced(jnp.zeros(2))  # under jit: the callbacks, which know the speed: start and stop
     assert calls == [0, 400]
@@ -613,16 +614,15 @@ def test_progress_callbacks_adapt_to_the_measured_speed(monkeypatch, capfd):
 def test_progress_under_vmap_and_unrolled_keeps_the_results_and_the_schedule(monkeypatch, capfd):
     # Under vmap the members share one callback per report (not one per step), and the bar
     # changes no result: vmapped, with tol (members stop at different steps), and unrolled.
-    minimize_module = sys.modules["jloss.minimize"]
     calls = []
-    call = minimize_module._ProgressBar.__call__
+    call = jloss._progress.ProgressBar.__call__
 
     def counting(self, packed):
         calls.append(np.asarray(packed).reshape(-1, 4)[:, 0].tolist())
         return call(self, packed)
 
-    monkeypatch.setattr(minimize_module._ProgressBar, "__call__", counting)
-    monkeypatch.setattr(minimize_module._ProgressBar, "interval", 0.0)
+    monkeypatch.setattr(jloss._progress.ProgressBar, "__call__", counting)
+    monkeypatch.setattr(jloss._progress.ProgressBar, "interval", 0.0)
     targets = jnp.array([1.0, 3.0, 10.0])
 
     def run(t, **kw):
@@ -642,13 +642,12 @@ def test_progress_under_vmap_and_unrolled_keeps_the_results_and_the_schedule(mon
 def test_progress_speed_memory_is_bounded(monkeypatch, capfd):
     # The measured speeds are kept per compiled solve; many distinct objectives must not grow
     # that memory without bound (a forgotten speed costs one more run with callbacks).
-    minimize_module = sys.modules["jloss.minimize"]
-    monkeypatch.setattr(minimize_module, "_RATES", {})
-    monkeypatch.setattr(minimize_module, "_MAX_RATES", 2)
+    monkeypatch.setattr(jloss._progress, "RATES", {})
+    monkeypatch.setattr(jloss._progress, "MAX_RATES", 2)
     for i in range(4):
         fun = lambda w, i=i: jnp.sum((w - i) ** 2)  # noqa: E731
         minimize(fun, jnp.zeros(2), optax.sgd(0.1), max_steps=20, progress=True)
-    assert len(minimize_module._RATES) == 2
+    assert len(jloss._progress.RATES) == 2
     assert capfd.readouterr().err.count("20/20") == 4
 
 
