@@ -26,8 +26,13 @@ from jloss import checks, fusion, reduction as red
 ArrayLike = Any
 
 
-def _masked_concrete(name: str, targets: Any, where: Any, per_sample_shape: tuple[int, ...]) -> np.ndarray | None:
-    """Concrete labels restricted to unmasked samples (None when traced)."""
+def _masked_concrete(
+    name: str, targets: Any, where: Any, per_sample_shape: tuple[int, ...], trailing: tuple[int, ...] = ()
+) -> np.ndarray | None:
+    """Concrete labels restricted to unmasked samples (None when traced).
+
+    ``trailing`` is the shape of the labels beyond the per-sample shape (``(C,)`` for soft labels
+    of a class loss); the mask applies to every entry of a sample."""
     t = checks.concrete_value(targets)
     if t is None:
         return None
@@ -36,7 +41,11 @@ def _masked_concrete(name: str, targets: Any, where: Any, per_sample_shape: tupl
         if m is None or m.dtype != np.bool_:
             return None  # traced, or not a mask at all (prepare_mask raises TypeError for that)
         checks.check_broadcastable_to(name, "where", m.shape, per_sample_shape)
-        t = np.broadcast_to(t, np.broadcast_shapes(t.shape, per_sample_shape))
+        if trailing:
+            t = np.broadcast_to(t, tuple(per_sample_shape) + tuple(trailing))
+            m = np.broadcast_to(m, per_sample_shape).reshape(tuple(per_sample_shape) + (1,) * len(trailing))
+        else:
+            t = np.broadcast_to(t, np.broadcast_shapes(t.shape, per_sample_shape))
         t = t[np.broadcast_to(m, t.shape)]
     return t
 
@@ -81,6 +90,13 @@ def _class_targets(name: str, predictions: jax.Array, targets: jax.Array, where:
         shape = checks.broadcast_shapes(
             name, **{"predictions.shape[:-1]": batch, "targets.shape[:-1]": targets.shape[:-1]}
         )
+        t = _masked_concrete(name, targets, where, shape, trailing=(num_classes,))
+        if t is not None and t.size and not np.all(t >= 0):  # False for NaN too
+            bad = t[~(t >= 0)]
+            raise ValueError(
+                f"{name}: float targets must be non-negative label weights (soft labels; they need "
+                f"not sum to 1); got {bad[:5].tolist()}."
+            )
         return False, shape
     raise TypeError(f"{name}: targets must be integer class ids or float probabilities, got {targets.dtype}.")
 
@@ -105,35 +121,56 @@ def _one_hot(labels: jax.Array, z: jax.Array) -> jax.Array:
     return (labels[..., None] == jnp.arange(z.shape[-1], dtype=labels.dtype)).astype(z.dtype)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _class_stats(z: jax.Array, targets: jax.Array, integer: bool, smooth: bool) -> tuple[jax.Array, ...]:
-    """Per sample: logsumexp(z), z . p and (with smoothing) mean(z), over the class axis.
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
+def _class_stats(z: jax.Array, m: jax.Array, targets: jax.Array, integer: bool, smooth: bool) -> tuple[jax.Array, ...]:
+    """Per sample, with ``u = z - m`` (``m`` the row max, passed in; ``u <= 0``):
+    ``s = sum_c exp(u_c)``, ``A = -sum_c p_c u_c``, with smoothing ``B = -sum_c u_c``, and for
+    float labels ``S = sum_c p_c``.
 
-    ``p`` is the one-hot of integer labels or the given probabilities. One pass for the max and
-    one fused pass for the rest. The derivatives are explicit (softmax(z), p and 1/C against the
-    logits' tangent), so the backward pass is one elementwise pass that reads the logits and the
-    per-sample logsumexp, and they are differentiable again for second order.
+    ``p`` is the one-hot of integer labels or the given label weights. Then
+    ``logsumexp(z) = m + log s`` and ``-sum_c p_c log softmax(z)_c = A + S log s`` (``S = 1`` for
+    integer labels): two non-negative terms, nothing of the size of ``z`` cancels, and ``m`` is
+    never added to ``log s`` (at logits of 1e4 that sum is off by its ulp, ~1e-3). One pass for
+    the max (outside) and one fused pass for the rest. The derivatives are explicit and exact in
+    every argument (``m`` included): against the logits' tangent ``exp(u)`` (``s``), ``-p`` (A)
+    and ``-1`` (B), against the labels' tangent ``-u`` (A) and ``1`` (S). So the gradient is one
+    elementwise pass, softmax being ``exp(z - m) / s`` with ``z - m`` exact near the max, that
+    reads the logits, labels and per-sample vectors; and it is differentiable again.
     """
-    m = jnp.max(z, axis=-1, keepdims=True)
+    u = z - m[..., None]
     p = _one_hot(targets, z) if integer else targets
-    terms = (jnp.exp(z - m), z * p) + ((z,) if smooth else ())
-    sums = _row_sums(terms)
-    lse = m[..., 0] + jnp.log(sums[0])
-    if smooth:
-        return lse, sums[1], sums[2] / z.shape[-1]
-    return lse, sums[1]
+    terms = (jnp.exp(u), -u * p) + ((-u,) if smooth else ()) + (() if integer else (p,))
+    return _row_sums(terms)
 
 
 def _class_stats_jvp(integer, smooth, primals, tangents):
-    z, targets = primals
-    z_dot, targets_dot = tangents
-    stats = _class_stats(z, targets, integer, smooth)
+    z, m, targets = primals
+    z_dot, m_dot, targets_dot = tangents
+    stats = _class_stats(z, m, targets, integer, smooth)
+    # Through a barrier, the derivatives' z - m is not the value's: shared, XLA would write it
+    # out in full (the max pass's output) and both passes would read it back.
+    m_b = jax.lax.optimization_barrier(m)
+    u = z - m_b[..., None]
     p = _one_hot(targets, z) if integer else targets
-    lse_dot = jnp.sum(jnp.exp(z - stats[0][..., None]) * z_dot, axis=-1)
-    zp_dot = jnp.sum(p * z_dot, axis=-1)
-    if not integer and not isinstance(targets_dot, SymbolicZero):
-        zp_dot = zp_dot + jnp.sum(z * targets_dot, axis=-1)
-    out = (lse_dot, zp_dot) + ((jnp.mean(z_dot, axis=-1),) if smooth else ())
+    # the tangent of u = z - m (None: symbolically zero)
+    u_dot = None if isinstance(z_dot, SymbolicZero) else z_dot
+    if not isinstance(m_dot, SymbolicZero):
+        u_dot = -m_dot[..., None] if u_dot is None else u_dot - m_dot[..., None]
+    p_dot = None if (integer or isinstance(targets_dot, SymbolicZero)) else targets_dot
+    zero = jnp.zeros_like(m)
+    if u_dot is None:
+        s_dot = zero
+        a_dot = zero
+        b_dot = zero
+    else:
+        s_dot = jnp.sum(jnp.exp(u) * u_dot, axis=-1)
+        a_dot = -jnp.sum(p * u_dot, axis=-1)
+        b_dot = -jnp.sum(u_dot, axis=-1)
+    if p_dot is not None:
+        a_dot = a_dot - jnp.sum(u * p_dot, axis=-1)
+    out = (s_dot, a_dot) + ((b_dot,) if smooth else ())
+    if not integer:
+        out = out + (zero if p_dot is None else jnp.sum(p_dot, axis=-1),)
     return stats, out
 
 
@@ -151,25 +188,41 @@ def cross_entropy(
 ) -> jax.Array:
     r"""Softmax cross-entropy between logits and class labels, with optional label smoothing.
 
-    .. math:: \ell(z, q) = -\sum_{c=1}^{C} q_c \log\operatorname{softmax}(z)_c,
+    .. math:: \ell(z, q) = -\sum_{c=1}^{C} q_c \log\operatorname{softmax}(z)_c
+        = \Bigl(\sum_{c=1}^{C} q_c\Bigr)\operatorname{logsumexp}(z) - z \cdot q,
         \qquad q = (1 - \varepsilon)\,p + \varepsilon / C
 
-    where :math:`p` is the one-hot of an integer label (``targets`` of shape
-    ``predictions.shape[:-1]``) or a given probability vector (float ``targets`` of shape
-    ``predictions.shape``), and :math:`\varepsilon` is ``label_smoothing`` in [0, 1] (traced
-    arrays allowed). Computed as :math:`\operatorname{logsumexp}(z) - (1 - \varepsilon)\,z \cdot p
-    - \varepsilon\,\bar z` with a max-shifted logsumexp, so loss and gradient
-    :math:`\operatorname{softmax}(z) - q` are finite for logits of magnitude 1e4 and beyond; the
-    gradient is explicit (no (N, C) log-probabilities are kept for the backward pass).
-    Concrete integer labels outside ``[0, C)`` raise ``ValueError``. In bits, divide by
+    Shapes and domain: ``predictions`` are logits :math:`z` of shape ``(..., C)``. ``targets``
+    :math:`p` are either integer class ids of shape ``predictions.shape[:-1]`` (:math:`p` their
+    one-hot; concrete ids outside ``[0, C)`` raise ``ValueError``) or float soft labels of shape
+    ``(..., C)``: any non-negative label weights, *not necessarily summing to 1* (concrete
+    negative or NaN entries raise ``ValueError``). The formula is applied as written: labels
+    :math:`2p` cost twice what :math:`p` costs, :math:`p = 0` costs 0, as in
+    ``torch.nn.functional.cross_entropy`` and ``optax.softmax_cross_entropy``.
+    :math:`\varepsilon` is ``label_smoothing`` in [0, 1] (traced arrays allowed, broadcast against
+    the per-sample loss), so :math:`\sum_c q_c = (1 - \varepsilon)\sum_c p_c + \varepsilon`.
+
+    Gradients: :math:`(\sum_c q_c)\operatorname{softmax}(z) - q` in the logits,
+    :math:`-(1 - \varepsilon)\log\operatorname{softmax}(z)` in the soft labels, and
+    :math:`\sum_c (p_c - 1/C)\log\operatorname{softmax}(z)_c` in :math:`\varepsilon`; from
+    explicit derivatives that are differentiable again (Hessians work), and no (N, C) log-probabilities are kept
+    for the backward pass. Computed with the row max :math:`m` and
+    :math:`\log s = \log\sum_c e^{z_c - m}` kept apart, as
+    :math:`\sum_c q_c (m - z_c) + (\sum_c q_c)\log s` (two non-negative terms: nothing of the
+    size of :math:`z` cancels) and softmax as :math:`e^{z - m} / s`, so value and gradient
+    keep float32 accuracy at logits of magnitude 1e4 and beyond. In bits, divide by
     :math:`\log 2`: a uniform guess over :math:`C` classes costs :math:`\log_2 C` bits.
 
     >>> import jax.numpy as jnp, jloss
     >>> round(float(jloss.cross_entropy(jnp.zeros((1, 2)), jnp.array([1]))), 4)  # ln 2
     0.6931
+    >>> q = jnp.array([[1.0, 1.0], [0.0, 0.0]])  # soft labels summing to 2 and to 0
+    >>> jloss.cross_entropy(jnp.zeros((2, 2)), q, reduction="none")  # 2 ln 2 and 0
+    Array([1.3862944, 0.       ], dtype=float32)
 
     Reference: Shannon 1948; Szegedy et al., "Rethinking the Inception Architecture" (label
-    smoothing), CVPR 2016. Agrees with ``optax.softmax_cross_entropy(_with_integer_labels)``.
+    smoothing), CVPR 2016. Agrees with ``optax.softmax_cross_entropy(_with_integer_labels)``
+    and ``torch.nn.functional.cross_entropy`` (soft labels, ``label_smoothing``).
     """
     name = "cross_entropy"
     predictions, out_dtype, dtype = _prologue(name, predictions, reduction)
@@ -186,13 +239,15 @@ def cross_entropy(
     else:
         targets = red.mask_input(targets.astype(dtype), mask, trailing=1)
     smooth = not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0)
+    # the row max is a constant shift (the loss does not depend on it): no derivative through it
+    m = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
+    stats = _class_stats(logits, m, targets, integer, smooth)
+    log_s, a = jnp.log(stats[0]), stats[1]
+    # -sum_c p_c log softmax(z)_c = sum_c p_c (m - z_c) + (sum_c p_c) log s
+    loss = a + log_s if integer else a + stats[-1] * log_s
     if smooth:
-        # -sum_c ((1 - eps) p_c + eps / C) log softmax(z)_c = lse - (1 - eps) z.p - eps mean(z)
-        lse, zp, zbar = _class_stats(logits, targets, integer, smooth)
-        loss = lse - (1.0 - eps) * zp - eps * zbar
-    else:
-        lse, zp = _class_stats(logits, targets, integer, smooth)
-        loss = lse - zp
+        # and the uniform target's -mean_c log softmax(z)_c = mean_c (m - z_c) + log s
+        loss = (1.0 - eps) * loss + eps * (stats[2] / logits.shape[-1] + log_s)
     loss = jnp.broadcast_to(loss, shape)
     return red.reduce_loss(name, loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
 

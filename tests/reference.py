@@ -196,3 +196,52 @@ GRAD_PREDICTIONS = {
     "squared_hinge": lambda s, y: -2.0 * f64(y) * np.maximum(0.0, 1.0 - f64(y) * f64(s)),
     "multiclass_hinge": _grad_multiclass_hinge,
 }
+
+
+# d(per-sample loss)/d(targets), for every loss whose targets are floats (the regression losses,
+# soft labels of cross_entropy, labels of the binary losses), from the formulas; the documented
+# values at kinks as above. (Labels of the hinges are +-1 by contract; the formula is still
+# differentiable there, away from the margin.)
+def _grad_targets_cross_entropy(logits, targets, label_smoothing=0.0):
+    eps = f64(label_smoothing)[..., None] if np.ndim(label_smoothing) else f64(label_smoothing)
+    return -(1.0 - eps) * _log_softmax(logits)  # = (1 - eps) (logsumexp(z) - z)
+
+
+GRAD_TARGETS = {
+    **{
+        name: (lambda g: lambda p, t, *h: -g(p, t, *h))(GRAD_PREDICTIONS[name])  # r = p - t
+        for name in ("mse", "mae", "huber", "pseudo_huber", "log_cosh", "quantile", "epsilon_insensitive")
+    },
+    "cross_entropy": _grad_targets_cross_entropy,
+    "binary_cross_entropy": lambda x, y: -f64(x),
+    "hinge": lambda s, y: np.where(f64(y) * f64(s) < 1.0, -f64(s), 0.0),
+    "squared_hinge": lambda s, y: -2.0 * f64(s) * np.maximum(0.0, 1.0 - f64(y) * f64(s)),
+}
+
+
+# d(per-sample loss)/d(hyperparameter), from the formulas (away from kinks).
+def _grad_pseudo_huber_delta(p, t, delta=1.0):
+    d = f64(delta)
+    x = (f64(p) - f64(t)) / d
+    h = np.hypot(1.0, x)
+    # d/dd [d^2 (h - 1)] = 2 d (h - 1) - d x^2 / h
+    return 2.0 * d * (h - 1.0) - d * x * x / h
+
+
+def _grad_cross_entropy_label_smoothing(logits, targets, label_smoothing=0.0):
+    logits = f64(logits)
+    c = logits.shape[-1]
+    targets = np.asarray(targets)
+    p = _one_hot(targets, c) if np.issubdtype(targets.dtype, np.integer) else f64(targets)
+    return np.sum((p - 1.0 / c) * _log_softmax(logits), axis=-1)
+
+
+GRAD_HYPERPARAMETER = {
+    "huber": lambda p, t, delta=1.0: np.where(
+        np.abs(f64(p) - f64(t)) > f64(delta), np.abs(f64(p) - f64(t)) - f64(delta), 0.0
+    ),
+    "pseudo_huber": _grad_pseudo_huber_delta,
+    "quantile": lambda p, t, tau=0.5: f64(t) - f64(p),  # tau u and (tau - 1) u: both u
+    "epsilon_insensitive": lambda p, t, epsilon=0.1: np.where(np.abs(f64(p) - f64(t)) > f64(epsilon), -1.0, 0.0),
+    "cross_entropy": _grad_cross_entropy_label_smoothing,
+}

@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 
 import jloss
 import reference as ref
-from loss_checkers import CLASSIFICATION, F32, F64, S, assert_close
+from loss_checkers import CLASSIFICATION, F32, F64, S, assert_close, assert_raises_naming, f64
 
 CE_INT, CE_PROB, BCE, HINGE, SQ_HINGE, MC_HINGE = CLASSIFICATION
 WITH_HYPER = [c for c in CLASSIFICATION if c.spec.hyper is not None]
@@ -237,3 +237,131 @@ def test_cross_entropy_reference_and_shift_invariance_float64(x, y, eps, shift):
         assert out.dtype == np.float64
         assert_close(out, ref.cross_entropy(x, y, eps), rtol=1e-9, atol=1e-9)
         assert_close(shifted, out, rtol=1e-9, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- soft labels
+def _soft_labels(seed, c=5):
+    """Label weights that do not sum to 1: rows scaled by 0, 0.5, 1 or 3, some entries 0."""
+    rng = np.random.default_rng(seed)
+    g = rng.gamma(1.0, size=S + (c,))
+    g = g / g.sum(-1, keepdims=True) * rng.choice([0.0, 0.5, 1.0, 3.0], size=S)[..., None]
+    return np.where(rng.random(g.shape) < 0.2, 0.0, g).astype(np.float32)
+
+
+def test_cross_entropy_soft_labels_need_not_sum_to_one():
+    # -sum_c q_c log softmax(z)_c for any q >= 0: linear in q, 0 for q = 0; as optax and torch
+    x, q = _logits(5), _soft_labels(5)
+    eps = 0.2
+
+    @jax.jit
+    def run(x, q):
+        ce = functools.partial(jloss.cross_entropy, reduction="none")
+        return (
+            ce(x, q), ce(x, 2.0 * q), ce(x, jnp.zeros_like(q)), ce(x, q, eps),
+            optax.softmax_cross_entropy(x, q), jax.grad(lambda z: jloss.cross_entropy(z, jnp.zeros_like(q)))(x),
+        )
+
+    plain, doubled, zero, smoothed, theirs, grad_zero = run(x, q)
+    assert_close(plain, ref.cross_entropy(x, q), rtol=1e-5, atol=1e-6)
+    assert_close(doubled, 2.0 * f64(plain), rtol=1e-6, atol=1e-6)
+    assert np.all(zero == 0.0) and np.all(grad_zero == 0.0)
+    assert np.all(plain[q.sum(-1) == 0] == 0.0)
+    assert_close(smoothed, ref.cross_entropy(x, q, eps), rtol=1e-5, atol=1e-6)
+    assert_close(plain, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_cross_entropy_rejects_negative_or_nan_soft_labels():
+    x, q = _logits(6), _soft_labels(6)
+    for bad, text in ((-0.25, "-0.25"), (np.nan, "nan")):
+        qb = q.copy()
+        qb[1, 2, 3] = bad
+        assert_raises_naming(ValueError, ["cross_entropy", "non-negative", text], jloss.cross_entropy, x, qb)
+        # masked-out samples are not checked; nor are traced labels
+        m = np.ones(S, bool)
+        m[1, 2] = False
+        assert_close(jloss.cross_entropy(x, qb, where=m), jloss.cross_entropy(x[m], q[m]), rtol=1e-6)
+        row = np.ones((S[0], 1), bool)
+        row[1] = False  # a mask that broadcasts (one per row)
+        assert np.isfinite(float(jloss.cross_entropy(x, qb, where=row)))
+        assert jax.jit(jloss.cross_entropy)(x, qb).shape == ()
+
+
+@pytest.mark.parametrize("labels", ["int", "soft"])
+def test_cross_entropy_float32_accuracy_at_logits_of_1e4(labels):
+    # Logits of magnitude 1e4 with several classes within a few units of the row max: a softmax
+    # from exp(z - logsumexp(z)) carries logsumexp's rounding (ulp(1e4) ~ 1e-3, 2e-4 relative);
+    # exp((z - m) - log s) is exact to float32 rounding, as torch's log_softmax is.
+    rng = np.random.default_rng(7)
+    top = rng.choice([1e4, -1e4, 3e4], size=S)[..., None]
+    x = top - rng.choice([0.0, 1e4], p=[0.6, 0.4], size=S + (5,)) - rng.uniform(0.0, 4.0, size=S + (5,))
+    x = x.astype(np.float32)
+    y = _labels(7) if labels == "int" else _soft_labels(7)
+    eps_row = np.array([[0.0], [0.1], [0.3]], np.float32)
+
+    @jax.jit
+    def run(x, y, e):
+        f = lambda x, y: jloss.cross_entropy(x, y, e, reduction="sum")  # noqa: E731
+        out = (jloss.cross_entropy(x, y, e, reduction="none"), jax.grad(f)(x, y))
+        return out + ((jax.grad(f, argnums=1)(x, y),) if labels == "soft" else ())
+
+    out = run(x, y, eps_row)
+    assert_close(out[0], ref.cross_entropy(x, y, eps_row), rtol=1e-6, atol=1e-6)
+    # gradient entries (sum_c q_c) softmax(z) - q lie within +-sum_c q_c: errors relative to that
+    total = 1.0 if labels == "int" else np.sum(f64(y), axis=-1)
+    scale = np.maximum((1.0 - f64(eps_row)) * total + f64(eps_row), 1e-3)[..., None]
+    err = np.abs(f64(out[1]) - ref._grad_cross_entropy(x, y, eps_row)) / scale
+    assert err.max() < 1e-6, err.max()
+    if labels == "soft":
+        assert_close(out[2], ref.GRAD_TARGETS["cross_entropy"](x, y, eps_row), rtol=1e-6, atol=1e-6)
+
+
+def _ce_reference_gradient(z, q, eps):
+    """d/d(z, q, eps) of the mean of cross_entropy, from reference.py's formulas (float64)."""
+    n = np.prod(z.shape[:-1])
+    grads = [ref._grad_cross_entropy(z, q, eps) / n]
+    if np.asarray(q).dtype.kind == "f":
+        grads.append(ref.GRAD_TARGETS["cross_entropy"](z, q, eps) / n)
+    grads.append(np.sum(ref.GRAD_HYPERPARAMETER["cross_entropy"](z, q, eps)) / n)
+    return grads
+
+
+@pytest.mark.parametrize("labels", ["int", "soft"])
+def test_cross_entropy_hessian_in_every_input(labels):
+    # Second order w.r.t. logits, soft labels and label_smoothing, fwd-over-rev (jax.hessian),
+    # rev-over-rev and fwd-over-fwd, against central differences of the analytic gradient.
+    rng = np.random.default_rng(8)
+    z = rng.normal(scale=2.0, size=(2, 4))
+    q = rng.integers(0, 4, size=(2,)).astype(np.int32) if labels == "int" else rng.uniform(0.0, 1.5, size=(2, 4))
+    eps = 0.15
+    with jax.enable_x64(True):
+        inputs = (z, eps) if labels == "int" else (z, q, eps)
+        argnums = tuple(range(len(inputs)))
+
+        def loss(*a):
+            return jloss.cross_entropy(a[0], q, a[-1]) if labels == "int" else jloss.cross_entropy(*a)
+
+        hessians = jax.jit(
+            lambda *a: [h(loss, argnums)(*a) for h in (
+                jax.hessian,
+                lambda f, n: jax.jacrev(jax.jacrev(f, n), n),
+                lambda f, n: jax.jacfwd(jax.jacfwd(f, n), n),
+            )]
+        )(*inputs)
+    step = 1e-5
+
+    def grad(a):
+        return _ce_reference_gradient(a[0], q if labels == "int" else a[1], a[-1])
+
+    for j, x in enumerate(inputs):  # column block j: d(grad)/d(input j) by central differences
+        x = np.asarray(x, np.float64)
+        for idx in np.ndindex(x.shape):
+            e = np.zeros(x.shape)
+            e[idx] = step
+            plus = grad([*inputs[:j], x + e, *inputs[j + 1:]])
+            minus = grad([*inputs[:j], x - e, *inputs[j + 1:]])
+            for i, (gp, gm) in enumerate(zip(plus, minus)):
+                fd = (gp - gm) / (2 * step)
+                for h in hessians:
+                    block = np.asarray(h[i][j])
+                    assert_close(block[(Ellipsis, *idx)] if idx else block, fd, rtol=1e-7, atol=1e-9,
+                                 err_msg=(labels, i, j, idx))
