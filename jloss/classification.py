@@ -124,22 +124,22 @@ def _one_hot(labels: jax.Array, z: jax.Array) -> jax.Array:
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def _class_stats(z: jax.Array, m: jax.Array, targets: jax.Array, integer: bool, smooth: bool) -> tuple[jax.Array, ...]:
     """Per sample, with ``u = z - m`` (``m`` the row max, passed in; ``u <= 0``):
-    ``s = sum_c exp(u_c)``, ``A = -sum_c p_c u_c``, with smoothing ``B = -sum_c u_c``, and for
+    ``s = sum_c exp(u_c)``, ``U = sum_c p_c u_c``, with smoothing ``V = sum_c u_c``, and for
     float labels ``S = sum_c p_c``.
 
     ``p`` is the one-hot of integer labels or the given label weights. Then
-    ``logsumexp(z) = m + log s`` and ``-sum_c p_c log softmax(z)_c = A + S log s`` (``S = 1`` for
+    ``logsumexp(z) = m + log s`` and ``-sum_c p_c log softmax(z)_c = S log s - U`` (``S = 1`` for
     integer labels): two non-negative terms, nothing of the size of ``z`` cancels, and ``m`` is
     never added to ``log s`` (at logits of 1e4 that sum is off by its ulp, ~1e-3). One pass for
     the max (outside) and one fused pass for the rest. The derivatives are explicit and exact in
-    every argument (``m`` included): against the logits' tangent ``exp(u)`` (``s``), ``-p`` (A)
-    and ``-1`` (B), against the labels' tangent ``-u`` (A) and ``1`` (S). So the gradient is one
+    every argument (``m`` included): against the logits' tangent ``exp(u)`` (``s``), ``p`` (U)
+    and ``1`` (V), against the labels' tangent ``u`` (U) and ``1`` (S). So the gradient is one
     elementwise pass, softmax being ``exp(z - m) / s`` with ``z - m`` exact near the max, that
     reads the logits, labels and per-sample vectors; and it is differentiable again.
     """
     u = z - m[..., None]
     p = _one_hot(targets, z) if integer else targets
-    terms = (jnp.exp(u), -u * p) + ((-u,) if smooth else ()) + (() if integer else (p,))
+    terms = (jnp.exp(u), u * p) + ((u,) if smooth else ()) + (() if integer else (p,))
     return _row_sums(terms)
 
 
@@ -160,15 +160,15 @@ def _class_stats_jvp(integer, smooth, primals, tangents):
     zero = jnp.zeros_like(m)
     if u_dot is None:
         s_dot = zero
-        a_dot = zero
-        b_dot = zero
+        up_dot = zero
+        usum_dot = zero
     else:
         s_dot = jnp.sum(jnp.exp(u) * u_dot, axis=-1)
-        a_dot = -jnp.sum(p * u_dot, axis=-1)
-        b_dot = -jnp.sum(u_dot, axis=-1)
+        up_dot = jnp.sum(p * u_dot, axis=-1)
+        usum_dot = jnp.sum(u_dot, axis=-1)
     if p_dot is not None:
-        a_dot = a_dot - jnp.sum(u * p_dot, axis=-1)
-    out = (s_dot, a_dot) + ((b_dot,) if smooth else ())
+        up_dot = up_dot + jnp.sum(u * p_dot, axis=-1)
+    out = (s_dot, up_dot) + ((usum_dot,) if smooth else ())
     if not integer:
         out = out + (zero if p_dot is None else jnp.sum(p_dot, axis=-1),)
     return stats, out
@@ -242,12 +242,12 @@ def cross_entropy(
     # the row max is a constant shift (the loss does not depend on it): no derivative through it
     m = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
     stats = _class_stats(logits, m, targets, integer, smooth)
-    log_s, a = jnp.log(stats[0]), stats[1]
-    # -sum_c p_c log softmax(z)_c = sum_c p_c (m - z_c) + (sum_c p_c) log s
-    loss = a + log_s if integer else a + stats[-1] * log_s
+    log_s, up = jnp.log(stats[0]), stats[1]
+    # -sum_c p_c log softmax(z)_c = (sum_c p_c) log s - sum_c p_c (z_c - m)
+    loss = log_s - up if integer else stats[-1] * log_s - up
     if smooth:
-        # and the uniform target's -mean_c log softmax(z)_c = mean_c (m - z_c) + log s
-        loss = (1.0 - eps) * loss + eps * (stats[2] / logits.shape[-1] + log_s)
+        # and the uniform target's -mean_c log softmax(z)_c = log s - mean_c (z_c - m)
+        loss = (1.0 - eps) * loss + eps * (log_s - stats[2] / logits.shape[-1])
     loss = jnp.broadcast_to(loss, shape)
     return red.reduce_loss(name, loss, weights=weights, mask=mask, reduction=reduction, out_dtype=out_dtype)
 
