@@ -365,3 +365,26 @@ def test_cross_entropy_hessian_in_every_input(labels):
                     block = np.asarray(h[i][j])
                     assert_close(block[(Ellipsis, *idx)] if idx else block, fd, rtol=1e-7, atol=1e-9,
                                  err_msg=(labels, i, j, idx))
+
+
+def test_cross_entropy_row_statistics_are_differentiable_in_the_shift_too():
+    # cross_entropy passes the row max through stop_gradient, but the custom JVP of its row
+    # statistics is exact in the shift m as well: the loss S log s - U does not depend on m.
+    from jloss.classification import _class_stats
+
+    rng = np.random.default_rng(9)
+    z, q = rng.normal(size=(3, 4)), rng.uniform(0.0, 2.0, size=(3, 4))
+    m0 = z.max(-1)
+    with jax.enable_x64(True):
+        def stats(z, m, q):
+            s, up, _, total = _class_stats(z, m, q, False, True)
+            return jnp.stack([jnp.log(s) + m, up + m * total, total])  # logsumexp, z.q, sum q
+
+        dm = rng.normal(size=3)
+        dz, dq = rng.normal(size=z.shape), rng.normal(size=q.shape)
+        _, tangent = jax.jit(lambda *a: jax.jvp(stats, a[:3], a[3:]))(z, m0, q, dz, dm, dq)
+        _, shift_only = jax.jit(lambda *a: jax.jvp(lambda m: stats(a[0], m, a[2]), (a[1],), (a[3],)))(z, m0, q, dm)
+    sm = np.exp(ref._log_softmax(z))
+    expected = np.stack([np.sum(sm * dz, -1), np.sum(q * dz + z * dq, -1), np.sum(dq, -1)])
+    assert_close(tangent, expected, rtol=1e-12, atol=1e-12)
+    assert_close(shift_only, np.zeros((3, 3)), atol=1e-12)
