@@ -169,12 +169,13 @@ def _add_csv(p: argparse.ArgumentParser, required: bool) -> None:
                    help="rows with missing values: drop them and say how many (default), or stop")
 
 
-def _add_optimizer(p: argparse.ArgumentParser, default: str, steps: int) -> None:
-    from jloss.linear import OPTIMIZERS
+def _add_optimizer(p: argparse.ArgumentParser, default: str, steps: int, methods: bool = False) -> None:
+    from jloss.linear import METHODS, OPTIMIZERS
 
     g = p.add_argument_group("optimizer")
+    names = {k: v[1] for k, v in OPTIMIZERS.items()} | (METHODS if methods else {})
     g.add_argument("--optimizer", default=default, metavar="NAME",
-                   help="; ".join(f"{k}: {v[1]}" for k, v in OPTIMIZERS.items()).replace("%", "%%") + f" (default: {default})")
+                   help="; ".join(f"{k}: {v}" for k, v in names.items()).replace("%", "%%") + f" (default: {default})")
     g.add_argument("--lr", type=float, default=None, metavar="RATE", help="learning rate (adam, sgd; optional for lbfgs)")
     g.add_argument("--steps", type=int, default=steps, help=f"maximum optimizer steps (default: {steps})")
     g.add_argument("--tol", type=float, default=1e-5,
@@ -337,7 +338,7 @@ def _fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="the loss's hyperparameter (Huber/pseudo-Huber delta, quantile tau, ...; "
                         "default: the loss's own)")
     g.add_argument("--l2", type=float, default=0.0, help="L2 penalty 0.5 * l2 * |w|^2 (default: 0)")
-    _add_optimizer(p, "lbfgs", 500)
+    _add_optimizer(p, "auto", 500, methods=True)
     _add_progress(p)
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT ('-' for stdout)")
 
@@ -375,12 +376,14 @@ def _binary_labels(info, y: np.ndarray) -> np.ndarray:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from jloss.linear import check_options, fit_linear, loss_info, make_optimizer
+    from jloss.linear import check_options, fit_linear, loss_info, make_optimizer, resolve_method
     from jloss.minimize import Status
 
     info = loss_info(args.loss)  # mistakes in the options fail before the data is read
     check_options(args.steps, args.tol, args.l2)
-    make_optimizer(args.optimizer, args.lr, args.steps)
+    method = resolve_method(args.optimizer, info.name)
+    if method != "exact":
+        make_optimizer(method, args.lr, args.steps)
     data = _load(args)
     y = _binary_labels(info, data.y)
     fit = fit_linear(
@@ -389,7 +392,7 @@ def run_fit(args: argparse.Namespace) -> int:
     )
     hyper = f" ({info.hyperparameter}={fit.hyperparameter:g})" if info.hyperparameter else ""
     print(f"jloss fit: {info.name}{hyper} on {data.source}: {len(data.y)} rows, {len(data.features)} "
-          f"features -> {data.target!r}; optimizer {args.optimizer}")
+          f"features -> {data.target!r}; optimizer {fit.optimizer}")
     coef = np.atleast_2d(fit.coef.T).T  # (d, outputs)
     intercept = np.atleast_1d(fit.intercept)
     outputs = ["coefficient"] if coef.shape[1] == 1 else [f"class {k}" for k in range(coef.shape[1])]
@@ -406,7 +409,7 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.json:
         write_json({
             "loss": info.name, "hyperparameter": {info.hyperparameter: fit.hyperparameter} if info.hyperparameter else {},
-            "optimizer": args.optimizer, "csv": data.source, "target": data.target, "features": list(data.features),
+            "optimizer": fit.optimizer, "csv": data.source, "target": data.target, "features": list(data.features),
             "rows": len(data.y), "dropped_rows": data.dropped, "standardized": args.standardize,
             "coefficients": {f: c.tolist() if c.size > 1 else float(c[0]) for f, c in zip(data.features, coef)},
             "intercept": intercept.tolist() if intercept.size > 1 else float(intercept[0]),

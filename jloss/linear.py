@@ -24,8 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jloss import registry
+from jloss import nonsmooth, registry
 from jloss.data import Scaler, UserError
+from jloss.minimize import Status, minimize
+from jloss.sweep import sweep, sweep_member
 
 
 def _adam(lr: float | None, steps: int) -> optax.GradientTransformation:
@@ -47,6 +49,34 @@ OPTIMIZERS: dict[str, tuple[Callable[[float | None, int], optax.GradientTransfor
                     "over the steps"),
     "sgd": (_sgd, "optax.sgd, learning rate (default 0.05) cosine-decayed to 1% over the steps"),
 }
+
+
+#: Fit methods of :func:`fit_linear` besides the Optax optimizers, with a line for ``--help``.
+METHODS: dict[str, str] = {
+    "auto": "exact for the piecewise-linear losses (" + ", ".join(nonsmooth.SUPPORTED) + "), lbfgs otherwise",
+    "exact": "jloss.nonsmooth.solve: smoothing continuation by L-BFGS, then an active-set solve; "
+             "reports 'optimality certified' only when the subgradient conditions hold",
+}
+
+
+def resolve_method(name: str, loss: str) -> str:
+    """The fit method ``name`` means for ``loss``: ``auto`` resolved, ``exact`` checked, an Optax name
+    as is; UserError for an unknown name or ``exact`` with a loss it cannot fit."""
+    if name == "auto":
+        return "exact" if loss in nonsmooth.SUPPORTED else "lbfgs"
+    if name == "exact":
+        if loss not in nonsmooth.SUPPORTED:
+            raise UserError(f"--optimizer exact fits the piecewise-linear losses ({', '.join(nonsmooth.SUPPORTED)}), "
+                            f"not {loss!r}; use lbfgs")
+        return name
+    if name not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {name!r}; known optimizers: {', '.join([*OPTIMIZERS, *METHODS])}")
+    return name
+
+
+def fit_dtype() -> Any:
+    """float64 when ``jax_enable_x64`` is on, else float32: the dtype fits run in."""
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
 
 def make_optimizer(name: str, learning_rate: float | None = None, steps: int = 1000) -> optax.GradientTransformation:
@@ -119,7 +149,7 @@ def prepare_targets(info: registry.LossInfo, y: np.ndarray) -> tuple[jax.Array, 
     """Targets as the loss wants them (class ids for multi-class) and the number of classes."""
     y = np.asarray(y)
     if info.kind != "multiclass":
-        return jnp.asarray(y, jnp.float32), None
+        return jnp.asarray(y, fit_dtype()), None
     if not np.all(y == np.round(y)) or y.min() < 0:
         raise UserError(f"{info.name} needs class ids 0, 1, 2, ... as targets; got values like {y[:5].tolist()}")
     classes = int(y.max()) + 1
@@ -130,9 +160,10 @@ def prepare_targets(info: registry.LossInfo, y: np.ndarray) -> tuple[jax.Array, 
 
 def init_params(d: int, y: np.ndarray, classes: int | None = None) -> dict[str, jax.Array]:
     """Zero weights; the intercept starts at the median target for regression (a robust start)."""
+    dtype = fit_dtype()
     if classes is not None:
-        return {"w": jnp.zeros((d, classes)), "b": jnp.zeros(classes)}
-    return {"w": jnp.zeros(d), "b": jnp.asarray(np.median(y), jnp.float32)}
+        return {"w": jnp.zeros((d, classes), dtype), "b": jnp.zeros(classes, dtype)}
+    return {"w": jnp.zeros(d, dtype), "b": jnp.asarray(np.median(y), dtype)}
 
 
 def check_hyperparameter(info: registry.LossInfo, value: float | None) -> float:
@@ -156,8 +187,6 @@ def check_options(steps: int, tol: float, l2: float = 0.0) -> None:
 
 def status_message(status: Any) -> str:
     """The readable message of a minimize status code (``Status(code).message``)."""
-    from jloss.minimize import Status
-
     return Status(int(np.asarray(status))).message
 
 
@@ -198,10 +227,11 @@ class LinearFit:
 
 
 def standardized(X: np.ndarray, standardize: bool) -> tuple[Scaler, jax.Array]:
-    """The scaler for ``X`` (identity when not standardising) and the scaled float32 features."""
+    """The scaler for ``X`` (identity when not standardising) and the scaled features, in
+    :func:`fit_dtype` (float32, or float64 under ``jax_enable_x64``)."""
     X = np.asarray(X, dtype=np.float64)
     scaler = Scaler.fit(X) if standardize else Scaler.identity(X.shape[1])
-    return scaler, jnp.asarray(scaler.transform(X), jnp.float32)
+    return scaler, jnp.asarray(scaler.transform(X), fit_dtype())
 
 
 def _fitted(info: registry.LossInfo, hyper: float, result: Any, scaler: Scaler, optimizer: str) -> LinearFit:
@@ -215,7 +245,7 @@ def fit_linear(
     loss: str = "mse",
     hyperparameter: float | None = None,
     *,
-    optimizer: str = "lbfgs",
+    optimizer: str = "auto",
     learning_rate: float | None = None,
     steps: int = 500,
     tol: float = 1e-6,
@@ -223,18 +253,23 @@ def fit_linear(
     l2: float = 0.0,
     progress: bool = False,
 ) -> LinearFit:
-    """Fit ``X @ w + b`` by minimising the mean ``loss`` with :func:`jloss.minimize`.
+    """Fit ``X @ w + b`` by minimising the mean ``loss`` (+ ½ l2 |w|²).
 
-    ``hyperparameter`` is the loss's (Huber's delta, the quantile's tau; its default when
-    None). Mistakes in the request (unknown loss or optimiser, labels outside the loss's
-    domain) raise :class:`UserError`.
+    ``optimizer``: an Optax optimizer of :data:`OPTIMIZERS` run by :func:`jloss.minimize`
+    (``steps`` updates at most, stopping when the gradient norm is at most ``tol``), or a method
+    of :data:`METHODS`: ``"exact"`` solves a piecewise-linear loss to its certified optimum with
+    :func:`jloss.nonsmooth.solve` (``steps`` L-BFGS steps per smoothing stage at most; its
+    certificate has its own tolerance, see there), and ``"auto"`` (default) picks ``"exact"`` for
+    those losses and ``"lbfgs"`` for the rest. The fit runs in float32, or float64 under
+    ``jax_enable_x64``. ``hyperparameter`` is the loss's (Huber's delta, the quantile's tau; its
+    default when None). Mistakes in the request (unknown loss or optimiser, labels outside the
+    loss's domain) raise :class:`UserError`.
     """
-    from jloss.minimize import minimize
-
     info = loss_info(loss)
     hyper = check_hyperparameter(info, hyperparameter)
     check_options(steps, tol, l2)
-    opt = make_optimizer(optimizer, learning_rate, steps)
+    method = resolve_method(optimizer, info.name)
+    opt = None if method == "exact" else make_optimizer(method, learning_rate, steps)
     scaler, Z = standardized(X, standardize)
     targets, classes = prepare_targets(info, y)
     params = init_params(Z.shape[1], np.asarray(y), classes)
@@ -243,10 +278,15 @@ def fit_linear(
         fun(params, hyper, Z, targets)
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
-    result = minimize(
-        fun, params, opt, args=(jnp.float32(hyper), Z, targets), max_steps=steps, tol=tol, progress=progress
-    )
-    return _fitted(info, hyper, result, scaler, optimizer)
+    if method == "exact":
+        result = nonsmooth.solve(Z, targets, info.name, hyper if info.hyperparameter else None, l2=float(l2),
+                                 init=params, stage_steps=min(int(steps), 200))
+    else:
+        result = minimize(
+            fun, params, opt, args=(jnp.asarray(hyper, Z.dtype), Z, targets), max_steps=steps, tol=tol,
+            progress=progress,
+        )
+    return _fitted(info, hyper, result, scaler, method)
 
 
 def fit_linear_many(
@@ -272,8 +312,6 @@ def fit_linear_many(
     hyperparameters are not checked here (the losses only check concrete values, and here they
     are traced): pass valid ones, as :func:`fit_linear` would insist.
     """
-    from jloss.sweep import sweep, sweep_member
-
     if len(targets) != len(losses):
         raise ValueError(f"fit_linear_many: {len(targets)} target vectors for {len(losses)} losses")
     hyperparameters = [None] * len(losses) if hyperparameters is None else list(hyperparameters)
@@ -285,9 +323,10 @@ def fit_linear_many(
     check_options(steps, tol, l2)
     opt = make_optimizer(optimizer, learning_rate, steps)
     scaler, Z = standardized(X, standardize)
-    Y = jnp.asarray(np.stack([np.asarray(t, np.float64) for t in targets]), jnp.float32)
-    mix = jnp.asarray([[float(n == i.name) for n in names] for i in infos], jnp.float32)
-    hyper = jnp.asarray(hypers, jnp.float32)
+    dtype = fit_dtype()
+    Y = jnp.asarray(np.stack([np.asarray(t, np.float64) for t in targets]), dtype)
+    mix = jnp.asarray([[float(n == i.name) for n in names] for i in infos], dtype)
+    hyper = jnp.asarray(hypers, dtype)
     fun = mixture_objective(names, float(l2))
     grid = {"mix": mix, "hyper": hyper, "y": Y}
     params = init_params(Z.shape[1], np.asarray(targets[0]))

@@ -139,13 +139,17 @@ def fits_figure(videos: Any, fits: Mapping[str, Any], feature: int = 0):
 
 
 def training_figure(fits: Mapping[str, Any]):
-    """Loss per optimizer step (``Result.history``) of every demo fit, one panel per loss."""
+    """Loss per gradient-descent (Adam) step of every demo fit, one panel per loss, with the
+    optimum each objective reaches (the dotted line: L-BFGS or the certified non-smooth fit)."""
     fig = new_figure(figsize=(4.2 * len(fits), 3.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(fits)))
     for i, (ax, (name, lf)) in enumerate(zip(axes, fits.items())):
-        for fit, style, label in ((lf.fit, "-", "with viral"), (lf.clean_fit, "--", "without viral")):
-            h = fit.history
-            ax.plot(np.arange(1, len(h) + 1), h, ls=style, color=_color(name, i), label=label)
+        runs = ((lf.descent, lf.fit, "-", "with viral"), (lf.clean_descent, lf.clean_fit, "--", "without viral"))
+        for descent, optimum, style, label in runs:
+            h = (descent or optimum).history
+            ax.plot(np.arange(1, len(h) + 1), h, ls=style, color=_color(name, i), label=f"Adam, {label}")
+            ax.axhline(optimum.final_loss, ls=":", lw=1, color="0.3")
+        ax.plot([], [], ls=":", lw=1, color="0.3", label="optimum")
         ax.set_yscale("log")
         ax.set_xlabel("optimizer step")
         ax.set_title(f"{_label(name)} training loss", fontsize=10)

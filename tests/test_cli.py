@@ -244,7 +244,7 @@ def bad_csvs(tmp_path_factory):
         (["fit", "--csv", "{linear}", "--target", "y", "--loss", "hubber"],
          "unknown loss 'hubber'; known losses: binary_cross_entropy, cross_entropy"),
         (["fit", "--csv", "{linear}", "--target", "y", "--optimizer", "adamax"],
-         "unknown optimizer 'adamax'; known optimizers: lbfgs, adam, sgd"),
+         "unknown optimizer 'adamax'; known optimizers: lbfgs, adam, sgd, auto, exact"),
         (["fit", "--csv", "{linear}", "--target", "y", "--features", "x1", "--loss", "mse", "--delta", "1"],
          "has no hyperparameter"),
         (["fit", "--csv", "{linear}", "--target", "y", "--features", "x1", "--loss", "huber", "--delta", "-1"],
