@@ -5,7 +5,8 @@ Subcommands live in one table, :data:`COMMANDS`; :func:`register_command` adds o
 unknown loss or optimizer, matplotlib missing for figures) print ``jloss: error: ...`` to stderr
 and exit with status 2, without a traceback. The numbers come from :mod:`jloss.demo` and
 :mod:`jloss.linear`; this module only parses, prints and writes files. Figures are drawn by
-:mod:`jloss.plots`, imported only when a figure is asked for.
+:mod:`jloss.plots`, which imports matplotlib only when a figure is asked for. What the commands
+share with the modules that add their own (:mod:`jloss.tuning`) is in :mod:`jloss._cli_common`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -22,98 +21,35 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from jloss.data import UserError
-
-PROG = "jloss"
-DEFAULT_OUT = "jloss-out"
-#: Exit statuses: 0 success, 1 the optimisation failed (non-finite loss), 2 a user mistake.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from jloss import __version__, demo, plots, registry, tuning
+from jloss._cli_common import (  # noqa: F401  (fmt, pct, table, heading, note, write_json: jloss.cli's own)
+    DEFAULT_OUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    add_csv,
+    add_optimizer,
+    add_plots,
+    add_progress,
+    fmt,
+    heading,
+    load,
+    note,
+    pct,
+    table,
+    write_json,
+)
+from jloss.data import UserError, split
+from jloss.linear import check_options, fit_linear, loss_info, make_optimizer, resolve_method
+from jloss.minimize import Status
 
 
 # --------------------------------------------------------------------------- output helpers
 
 
-def fmt(x: Any, digits: int = 4) -> str:
-    """A number for a table: ``digits`` significant digits, no exponent for ordinary sizes."""
-    if isinstance(x, str):
-        return x
-    if isinstance(x, (bool, np.bool_)):
-        return "yes" if x else "no"
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    x = float(x)
-    if not math.isfinite(x):
-        return str(x)
-    if x == 0:
-        return "0"
-    if 1e-3 <= abs(x) < 1e6:
-        decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
-        return f"{x:.{decimals}f}"
-    return f"{x:.{digits - 1}e}"
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text.rstrip("%x*").replace(",", ""))
-        return True
-    except ValueError:
-        return False
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> str:
-    """An aligned plain-text table: numbers right-aligned, text left-aligned."""
-    cells = [[fmt(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    right = [all(_numeric(r[i]) for r in cells if r[i]) and bool(cells) for i in range(len(headers))]
-
-    def line(values):
-        parts = [v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)]
-        return (indent + "  ".join(parts)).rstrip()
-
-    out = [line(headers), indent + "  ".join("-" * w for w in widths)]
-    out += [line(r) for r in cells]
-    return "\n".join(out)
-
-
-def heading(text: str) -> None:
-    print()
-    print(text)
-    print("-" * len(text), flush=True)  # before any progress bar on stderr
-
-
-def note(text: str) -> None:
-    """An informational message on stderr (so stdout stays the report)."""
-    print(f"{PROG}: note: {text}", file=sys.stderr)
-
-
-def write_json(data: dict, target: str) -> None:
-    """Write ``data`` as JSON to a file, or to stdout when ``target`` is ``-``."""
-    text = json.dumps(data, indent=2, default=_jsonable)
-    if target == "-":
-        print(text)
-        return
-    try:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        Path(target).write_text(text + "\n")
-    except OSError as e:
-        raise UserError(f"cannot write {target}: {e.strerror or e}") from None
-    note(f"wrote {target}")
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray) or hasattr(x, "tolist"):
-        return np.asarray(x).tolist()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
-
-
 def _plots():
     """:mod:`jloss.plots`, or a UserError naming the extra to install when matplotlib is missing."""
-    from jloss import plots
-
     plots.new_figure()  # fails early, with the install hint, when matplotlib is missing
     return plots
 
@@ -148,67 +84,19 @@ def register_command(command: Command) -> Command:
     return command
 
 
-def _add_progress(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                   help="show a progress bar on stderr while fitting (default: on)")
-
-
-def _add_plots(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help=f"folder for {what} (default: {DEFAULT_OUT}/)")
-    p.add_argument("--no-plots", dest="plots", action="store_false",
-                   help="do not draw figures (no matplotlib needed)")
-
-
-def _add_csv(p: argparse.ArgumentParser, required: bool) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--csv", metavar="FILE", required=required, help="CSV file with a header row")
-    g.add_argument("--target", metavar="COLUMN", required=required, help="the column to predict")
-    g.add_argument("--features", metavar="COLUMN", nargs="+",
-                   help="feature columns (default: every other column)")
-    g.add_argument("--nan", choices=("drop", "error"), default="drop",
-                   help="rows with missing values: drop them and say how many (default), or stop")
-
-
-def _add_optimizer(p: argparse.ArgumentParser, default: str, steps: int, methods: bool = False) -> None:
-    from jloss.linear import METHODS, OPTIMIZERS
-
-    g = p.add_argument_group("optimizer")
-    names = {k: v[1] for k, v in OPTIMIZERS.items()} | (METHODS if methods else {})
-    g.add_argument("--optimizer", default=default, metavar="NAME",
-                   help="; ".join(f"{k}: {v}" for k, v in names.items()).replace("%", "%%") + f" (default: {default})")
-    g.add_argument("--lr", type=float, default=None, metavar="RATE", help="learning rate (adam, sgd; optional for lbfgs)")
-    g.add_argument("--steps", type=int, default=steps, help=f"maximum optimizer steps (default: {steps})")
-    g.add_argument("--tol", type=float, default=1e-5,
-                   help="stop when the gradient norm is at most this (default: 1e-5; 0 runs every step)")
-    g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
-                   help="standardize the features while fitting; coefficients are reported in the "
-                        "original units either way (default: on)")
-
-
-def _load(args: argparse.Namespace):
-    from jloss.data import load_csv
-
-    table_ = load_csv(args.csv, args.target, args.features, nan=args.nan)
-    for text in table_.notes:
-        note(text)
-    return table_
-
-
 # --------------------------------------------------------------------------- jloss demo
 
 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
-    _add_plots(p, "the figures")
+    add_plots(p, "the figures")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data set (default: 0)")
     p.add_argument("--steps", type=int, default=500, help="optimizer steps per fit (default: 500)")
     p.add_argument("--save-csv", metavar="FILE",
                    help="also write the synthetic training videos to FILE, to try `jloss fit` and `jloss sweep` on")
-    _add_progress(p)
+    add_progress(p)
 
 
 def _print_data(videos) -> None:
-    from jloss import demo
-
     terms = " ".join(f"{c:+g} {f}" for c, f in zip(demo.TRUE_COEF, demo.FEATURES))
     print(f"SYNTHETIC data (seed {videos.seed}, jloss.demo.make_videos): {len(videos.views)} training "
           f"videos, {int(videos.viral.sum())} of them viral,")
@@ -237,8 +125,6 @@ def _print_scoreboard(board) -> None:
 
 
 def _print_fits(videos, fits) -> None:
-    from jloss import demo
-
     feats = list(videos.features)
     rows = [["true trend"] + list(demo.TRUE_COEF) + [demo.TRUE_INTERCEPT, "", "", "", ""]]
     for name, lf in fits.items():
@@ -298,8 +184,6 @@ def _figures(draw: Callable[[Any], list], out: str) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from jloss import demo
-
     if args.plots:
         _plots()  # say what to install before any work
     videos = demo.make_videos(seed=args.seed)
@@ -330,7 +214,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _fit_arguments(p: argparse.ArgumentParser) -> None:
-    _add_csv(p, required=True)
+    add_csv(p, required=True)
     g = p.add_argument_group("model")
     g.add_argument("--loss", default="mse", help="a registered loss (see `jloss losses`; default: mse)")
     g.add_argument("--delta", "--tau", "--epsilon", "--label-smoothing", "--hyperparameter", dest="hyper",
@@ -338,8 +222,8 @@ def _fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="the loss's hyperparameter (Huber/pseudo-Huber delta, quantile tau, ...; "
                         "default: the loss's own)")
     g.add_argument("--l2", type=float, default=0.0, help="L2 penalty 0.5 * l2 * |w|^2 (default: 0)")
-    _add_optimizer(p, "auto", 500, methods=True)
-    _add_progress(p)
+    add_optimizer(p, "auto", 500, methods=True)
+    add_progress(p)
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT ('-' for stdout)")
 
 
@@ -376,15 +260,12 @@ def _binary_labels(info, y: np.ndarray) -> np.ndarray:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from jloss.linear import check_options, fit_linear, loss_info, make_optimizer, resolve_method
-    from jloss.minimize import Status
-
     info = loss_info(args.loss)  # mistakes in the options fail before the data is read
     check_options(args.steps, args.tol, args.l2)
     method = resolve_method(args.optimizer, info.name)
     if method != "exact":
         make_optimizer(method, args.lr, args.steps)
-    data = _load(args)
+    data = load(args)
     y = _binary_labels(info, data.y)
     fit = fit_linear(
         data.X, y, info.name, args.hyper, optimizer=args.optimizer, learning_rate=args.lr,
@@ -430,22 +311,19 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", default="huber",
                    help="a regression loss with a hyperparameter (default: huber; also pseudo_huber, quantile, "
                         "epsilon_insensitive)")
-    _add_csv(p, required=False)
+    add_csv(p, required=False)
     p.add_argument("--val-fraction", type=float, default=0.25,
                    help="share of the CSV rows held out for validation (default: 0.25)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, or of the demo data (default: 0)")
     p.add_argument("--metric", choices=("mae", "rmse"), default="mae",
                    help="validation error that picks the best value (default: mae)")
-    _add_optimizer(p, "adam", 500)
-    _add_plots(p, "sweep.png")
-    _add_progress(p)
+    add_optimizer(p, "adam", 500)
+    add_plots(p, "sweep.png")
+    add_progress(p)
     p.add_argument("--json", metavar="OUT", help="also write the table as JSON to OUT ('-' for stdout)")
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from jloss import demo
-    from jloss.data import split
-    from jloss.linear import check_options, make_optimizer
 
     grid = demo.parse_grid(args.grid)
     check_options(args.steps, args.tol)
@@ -462,7 +340,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     else:
         if not args.target:
             raise UserError("--csv needs --target COLUMN")
-        data = _load(args)
+        data = load(args)
         train, val = split(len(data.y), args.val_fraction, args.seed)
         X, y, X_val, y_val, features = data.X[train], data.y[train], data.X[val], data.y[val], data.features
         source = f"{data.source}: {len(train)} rows for training, {len(val)} for validation (seed {args.seed})"
@@ -493,8 +371,6 @@ def _losses_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_losses(args: argparse.Namespace) -> int:
-    from jloss import registry
-
     plots = _plots() if args.plot else None
     rows = []
     for name in registry.available():
@@ -550,8 +426,7 @@ for _command in (
     Command("bench", "run the benchmark suite (arguments go to it; try `jloss bench --help`)",
             lambda p: None, run_bench, passthrough=True),
     Command("tune", "tune Huber's delta by gradient descent on a validation error, against a grid sweep",
-            lambda p: importlib.import_module("jloss.tuning").add_arguments(p),
-            lambda a: importlib.import_module("jloss.tuning").run(a),
+            tuning.add_arguments, tuning.run,
             description="Bilevel tuning (jloss.tuning): gradient descent on log(delta) with implicit "
                         "hypergradients through jloss.minimize, one inner solve per step, next to a "
                         "jloss.sweep over a grid of deltas; prints both and the inner solves each needed."),
@@ -565,8 +440,6 @@ del _command
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and each subcommand's parser, from :data:`COMMANDS`."""
-    from jloss import __version__
-
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="jloss: losses, a compiled Optax minimize loop and vmap sweeps for JAX.",

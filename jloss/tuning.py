@@ -34,8 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jloss.data import Scaler, UserError
+from jloss import demo
+from jloss._cli_common import EXIT_OK, add_csv, fmt, heading, load, table, write_json
+from jloss.data import Scaler, UserError, split
 from jloss.linear import loss_info, make_optimizer, objective
+from jloss.minimize import minimize
+from jloss.sweep import sweep
 
 __all__ = ["TuneResult", "tune", "demo_tune", "TUNABLE", "add_arguments", "run"]
 
@@ -125,11 +129,8 @@ def _score(metric: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _programs(loss: str, metric: str, steps: int, tol: float):
+def programs(loss: str, metric: str, steps: int, tol: float):
     """The compiled pieces, built once per setting: the hypergradient step and the grid sweep."""
-    from jloss.minimize import minimize
-    from jloss.sweep import sweep
-
     fun = objective(loss)
     inner = make_optimizer("lbfgs", None, steps)
     score = _score(metric)
@@ -197,7 +198,7 @@ def tune(
         raise UserError(f"the grid must hold values > 0, got {np.asarray(grid).tolist()}")
     features = tuple(features or (f"x{i}" for i in range(np.shape(X)[1])))
 
-    hyper_step, grid_run = _programs(info.name, metric, int(steps), float(tol))
+    hyper_step, grid_run = programs(info.name, metric, int(steps), float(tol))
     scaler = Scaler.fit(X)
     with jax.enable_x64(True):
         Z, Zv = jnp.asarray(scaler.transform(X)), jnp.asarray(scaler.transform(X_val))
@@ -235,8 +236,6 @@ def tune(
 def demo_tune(seed: int = 0, **options) -> TuneResult:
     """:func:`tune` on the demo's synthetic videos: trained with the viral ones, validated on the
     held-out videos without."""
-    from jloss import demo
-
     videos = demo.make_videos(seed=seed)
     return tune(videos.X, videos.views, videos.X_test, videos.views_test, features=videos.features, **options)
 
@@ -248,8 +247,6 @@ def demo_tune(seed: int = 0, **options) -> TuneResult:
 
 def add_arguments(p) -> None:
     """The options of ``jloss tune``."""
-    from jloss.cli import _add_csv
-
     p.add_argument("--loss", default="pseudo_huber", choices=TUNABLE,
                    help="the loss whose delta is tuned (default: pseudo_huber, smooth in delta; huber's "
                         "validation error can have local minima in delta)")
@@ -267,7 +264,7 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=500, help="maximum L-BFGS steps per inner solve (default: 500)")
     p.add_argument("--tol", type=float, default=1e-9,
                    help="inner solves stop at this gradient norm (default: 1e-9, float64)")
-    _add_csv(p, required=False)
+    add_csv(p, required=False)
     p.add_argument("--val-fraction", type=float, default=0.25,
                    help="share of the CSV rows held out for validation (default: 0.25)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, or of the demo data (default: 0)")
@@ -276,9 +273,6 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """``jloss tune``: print the gradient path, the grid's best and the inner-solve counts."""
-    from jloss import cli, demo
-    from jloss.data import split
-
     grid = demo.parse_grid(args.grid)
     if args.csv is None:
         if args.target or args.features:
@@ -290,7 +284,7 @@ def run(args) -> int:
     else:
         if not args.target:
             raise UserError("--csv needs --target COLUMN")
-        table_ = cli._load(args)
+        table_ = load(args)
         train, val = split(len(table_.y), args.val_fraction, args.seed)
         data = (table_.X[train], table_.y[train], table_.X[val], table_.y[val], table_.features)
         source = f"{table_.source}: {len(train)} rows for training, {len(val)} for validation (seed {args.seed})"
@@ -301,17 +295,17 @@ def run(args) -> int:
     h, m = res.hyperparameter, res.metric.upper()
     print(f"jloss tune: {res.loss} {h} by gradient descent on the validation {m} (implicit hypergradients)")
     print(f"data: {source}")
-    cli.heading(f"Gradient descent on log({h}) (Rprop steps, first {res.step:g}): one inner solve per step")
+    heading(f"Gradient descent on log({h}) (Rprop steps, first {res.step:g}): one inner solve per step")
     target = res.grid_val[res.grid_best]
     rows = [[i + 1, v, f"{e:.6f}", d, s, "yes" if e <= target * (1 + res.match_rtol) else ""]
             for i, (v, e, d, s) in enumerate(zip(res.values, res.val, res.grad, res.inner_steps))]
-    print(cli.table(["solve", h, f"val {m}", f"d val/d log {h}", "L-BFGS steps", "at grid's best"], rows))
-    cli.heading(f"Grid: jloss.sweep over {len(res.grid)} values, one inner solve each")
+    print(table(["solve", h, f"val {m}", f"d val/d log {h}", "L-BFGS steps", "at grid's best"], rows))
+    heading(f"Grid: jloss.sweep over {len(res.grid)} values, one inner solve each")
     g = res.grid_best
-    print(f"best {h} {cli.fmt(res.grid[g])}: val {m} {res.grid_val[g]:.6f} "
+    print(f"best {h} {fmt(res.grid[g])}: val {m} {res.grid_val[g]:.6f} "
           f"({int(res.grid_steps.sum())} L-BFGS steps in all)")
     k = res.best
-    print(f"gradient descent's best: {h} {cli.fmt(res.values[k])}, val {m} {res.val[k]:.6f} at solve {k + 1} "
+    print(f"gradient descent's best: {h} {fmt(res.values[k])}, val {m} {res.val[k]:.6f} at solve {k + 1} "
           f"({int(res.inner_steps.sum())} L-BFGS steps in all)")
     n = res.solves_to_match
     if n is None:
@@ -323,5 +317,5 @@ def run(args) -> int:
         print(f"\nInner solves to reach the grid's best validation {m} (within {res.match_rtol:.0e}): "
               f"{n} by gradient descent{extra}, against {len(res.grid)} for the grid.")
     if args.json:
-        cli.write_json(res.as_dict(), args.json)
-    return cli.EXIT_OK
+        write_json(res.as_dict(), args.json)
+    return EXIT_OK

@@ -327,7 +327,7 @@ def test_jloss_tune_reaches_the_grid_best_in_fewer_inner_solves(capsys):
     assert best_grid == min(data["grid"]["val"])
     # the first hypergradient against a central difference of re-solved validation errors
     videos = demo.make_videos(seed=0)
-    hyper_step = tuning._programs("pseudo_huber", "mae", 500, 1e-9)[0]  # the compiled step of the run
+    hyper_step = tuning.programs("pseudo_huber", "mae", 500, 1e-9)[0]  # the compiled step of the run
     scaler = tuning.Scaler.fit(videos.X)
     Z, Zv = scaler.transform(videos.X), scaler.transform(videos.X_test)
     params0 = {"w": jnp.zeros(3), "b": jnp.asarray(np.median(videos.views))}
