@@ -199,3 +199,15 @@ def test_bad_input_is_one_clear_value_error(call, match):
     X, y = problem()
     with pytest.raises(ValueError, match=match):
         call(X.astype(np.float32), y.astype(np.float32))
+
+
+def test_the_benchmark_script_runs_and_meets_its_targets():
+    # benchmarks/nonsmooth.py turns x64 on for its whole process, so it runs in its own
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "nonsmooth.py"
+    out = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("| OPTIMAL |") == 3
