@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 import jloss
-from jloss.benchmarks import huber_objective, huber_problem
+from jloss.bench.problems import huber_objective, huber_problem
 from jloss._loops import solve_jit
 from jloss._options import Options
 from jloss.sharding import make_mesh, replicate, shard_data, shard_grid

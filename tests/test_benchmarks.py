@@ -13,6 +13,7 @@ import json
 import pytest
 
 from jloss import benchmarks
+from jloss.bench import harness
 
 ROW_FIELDS = {
     "name", "kind", "note", "times_s", "median_s", "min_s", "max_s", "spread", "first_call_s",
@@ -100,15 +101,15 @@ def test_repeat_counts_and_blas_limit():
     case = benchmarks.Case("w", "t", {}, variants=[], reference="a")
     case.targets.append(benchmarks.Target("a vs b", "a", "b", 1.0))
     cfg = benchmarks.Config(case_budget_s=8.0, max_repeats=41, target_repeats=11)
-    counts = benchmarks._repeat_counts(case, cfg, {"a": 0.01, "b": 1.0, "c": 1.0, "d": 0.5, "e": 9.0})
+    counts = harness.repeat_counts(case, cfg, {"a": 0.01, "b": 1.0, "c": 1.0, "d": 0.5, "e": 9.0})
     assert counts == {"a": 41, "b": 11, "c": 5, "d": 5, "e": 5}
     # The BLAS limit: threadpoolctl's, applied while entered, or a no-op without it (or at 0).
     threadpoolctl = benchmarks.Config().optional("threadpoolctl")
-    with benchmarks._blas_limit(benchmarks.Config(blas_threads=1)):
+    with harness.blas_limit(benchmarks.Config(blas_threads=1)):
         if threadpoolctl is not None:
             blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
             assert all(p["num_threads"] == 1 for p in blas)
-    assert isinstance(benchmarks._blas_limit(benchmarks.Config(blas_threads=0)), contextlib.nullcontext)
+    assert isinstance(harness.blas_limit(benchmarks.Config(blas_threads=0)), contextlib.nullcontext)
 
 
 def test_registry_rejects_duplicates_and_cli_rejects_few_repeats(capsys):
