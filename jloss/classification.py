@@ -18,12 +18,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from jloss import checks, fusion, reduction as red
-
-ArrayLike = Any
 
 
 def _masked_concrete(
@@ -122,7 +121,7 @@ def _one_hot(labels: jax.Array, z: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
-def _class_stats(z: jax.Array, m: jax.Array, targets: jax.Array, integer: bool, smooth: bool) -> tuple[jax.Array, ...]:
+def class_stats(z: jax.Array, m: jax.Array, targets: jax.Array, integer: bool, smooth: bool) -> tuple[jax.Array, ...]:
     """Per sample, with ``u = z - m`` (``m`` the row max, passed in; ``u <= 0``):
     ``s = sum_c exp(u_c)``, ``U = sum_c p_c u_c``, with smoothing ``V = sum_c u_c``, and for
     float labels ``S = sum_c p_c``.
@@ -146,7 +145,7 @@ def _class_stats(z: jax.Array, m: jax.Array, targets: jax.Array, integer: bool, 
 def _class_stats_jvp(integer, smooth, primals, tangents):
     z, m, targets = primals
     z_dot, m_dot, targets_dot = tangents
-    stats = _class_stats(z, m, targets, integer, smooth)
+    stats = class_stats(z, m, targets, integer, smooth)
     # Through a barrier, the derivatives' z - m is not the value's: shared, XLA would write it
     # out in full (the max pass's output) and both passes would read it back.
     m_b = jax.lax.optimization_barrier(m)
@@ -174,7 +173,7 @@ def _class_stats_jvp(integer, smooth, primals, tangents):
     return stats, out
 
 
-_class_stats.defjvp(_class_stats_jvp, symbolic_zeros=True)
+class_stats.defjvp(_class_stats_jvp, symbolic_zeros=True)
 
 
 def cross_entropy(
@@ -241,7 +240,7 @@ def cross_entropy(
     smooth = not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0)
     # the row max is a constant shift (the loss does not depend on it): no derivative through it
     m = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
-    stats = _class_stats(logits, m, targets, integer, smooth)
+    stats = class_stats(logits, m, targets, integer, smooth)
     log_s, up = jnp.log(stats[0]), stats[1]
     # -sum_c p_c log softmax(z)_c = (sum_c p_c) log s - sum_c p_c (z_c - m)
     loss = log_s - up if integer else stats[-1] * log_s - up

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jloss import classification
-from jloss.data import UserError
+from jloss.data import UserError, write_csv
 from jloss.linear import (
     LinearFit,
     check_options,
@@ -43,6 +43,7 @@ from jloss.linear import (
     standardized,
     status_message,
 )
+from jloss.sweep import sweep
 
 FEATURES = ("subscribers_k", "thumbnail_score", "length_min")
 #: The generator's trend: views_k = 2.0 + 0.05 subscribers_k + 3.0 thumbnail_score - 0.1 length_min.
@@ -81,8 +82,6 @@ class Videos:
 
     def to_csv(self, path) -> None:
         """Write the training videos (features and ``views_k``) as a CSV, to try ``jloss fit`` on."""
-        from jloss.data import write_csv
-
         write_csv(path, {**{f: self.X[:, j] for j, f in enumerate(self.features)}, "views_k": self.views})
 
     @property
@@ -488,8 +487,6 @@ def delta_sweep(
 ) -> SweepResult:
     """Fit the linear model once per value of ``loss``'s hyperparameter with :func:`jloss.sweep`
     (a single vmapped program) and score each fit on the validation set."""
-    from jloss.sweep import sweep
-
     info = loss_info(loss)
     if info.hyperparameter is None:
         raise UserError(f"loss {loss!r} has no hyperparameter to sweep; try huber, pseudo_huber or quantile")

@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from jloss.data import UserError
+from jloss.demo import loss_curves
+from jloss.registry import info
 
 COLORS = {"mse": "C0", "mae": "C1", "huber": "C2", "binary_cross_entropy": "C4", "hinge": "C3"}
 LABELS = {"mse": "MSE", "mae": "MAE", "huber": "Huber", "binary_cross_entropy": "cross-entropy", "hinge": "hinge"}
@@ -55,8 +57,6 @@ def save(fig, path: str | os.PathLike) -> Path:
 
 def loss_curves_figure(names: Sequence[str] = ("mse", "mae", "huber"), delta: float = 1.0, span: float = 3.0):
     """MSE, MAE and Huber against the residual, and their derivatives (the pull on the fit)."""
-    from jloss.demo import loss_curves
-
     fig = new_figure(figsize=(10, 4), layout="constrained")
     ax_loss, ax_slope = fig.subplots(1, 2)
     x = np.linspace(-span, span, 601)
@@ -78,9 +78,6 @@ def loss_curves_figure(names: Sequence[str] = ("mse", "mae", "huber"), delta: fl
 
 def losses_figure(names: Sequence[str], span: float = 3.0):
     """Every registered loss (top line) and its derivative (below) against residual or margin."""
-    from jloss.demo import loss_curves
-    from jloss.registry import info
-
     cols = 4
     rows = -(-len(names) // cols)
     fig = new_figure(figsize=(3.2 * cols, 2.8 * rows), layout="constrained")
@@ -182,8 +179,6 @@ def sweep_figure(result: Any):
 def classification_figure(result: Any):
     """Hit classifier: data with both decision boundaries and the hinge margins; the two losses
     against the margin."""
-    from jloss.demo import loss_curves
-
     fig = new_figure(figsize=(10, 4.2), layout="constrained")
     ax_data, ax_loss = fig.subplots(1, 2)
     X, hit = result.X, result.labels

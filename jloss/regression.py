@@ -17,10 +17,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jloss import checks, fusion, reduction as red
-
-ArrayLike = Any
 
 
 # |r| with derivative sign(r): exactly 0 at r == 0 (``jax.grad(jnp.abs)(0.)`` is 1).
