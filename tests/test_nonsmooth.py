@@ -211,3 +211,35 @@ def test_the_benchmark_script_runs_and_meets_its_targets():
     out = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("| OPTIMAL |") == 3
+
+
+@pytest.mark.parametrize("loss, extra", [("mae", []), ("quantile", ["--tau", "0.9"]), ("hinge", [])])
+def test_jloss_fit_reports_the_certified_lp_optimum(loss, extra, tmp_path, capsys):
+    # `jloss fit` picks the exact method for these losses ('auto') and reports it converged;
+    # its coefficients (float32 run, original units) are the LP optimum's to float32 accuracy
+    import json
+
+    from jloss import cli
+
+    X, y = problem(4, n=150, d=3)
+    if loss == "hinge":
+        y = np.where(y > np.median(y), 1.0, -1.0)
+        y[:6] *= -1
+    path = tmp_path / "data.csv"
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", header="a,b,c,y", comments="")
+    out = tmp_path / "fit.json"
+    code = cli.main(["fit", "--csv", str(path), "--target", "y", "--loss", loss, *extra, "--json", str(out),
+                     "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "optimizer exact" in printed and "status: converged: optimality certified" in printed
+    report = json.loads(out.read_text())
+    assert report["converged"] and report["status"] == int(jloss.Status.OPTIMAL)
+    coef = np.array([report["coefficients"][c] for c in "abc"] + [report["intercept"]])
+    if loss == "hinge":  # the LP optimum of the hinge may be a face: compare objectives instead
+        _, best = lp(X, y, "hinge")
+        margins = y * (np.column_stack([X, np.ones(len(X))]) @ coef)
+        assert np.mean(np.maximum(0.0, 1.0 - margins)) == pytest.approx(best, rel=1e-5)
+    else:
+        best_theta, _ = lp(X, y, loss, 0.9 if loss == "quantile" else None)
+        np.testing.assert_allclose(coef, best_theta, rtol=1e-4, atol=1e-5 * np.abs(best_theta).max())
