@@ -104,13 +104,18 @@ def loss_info(name: str) -> registry.LossInfo:
         raise UserError(str(e)) from None
 
 
-@functools.lru_cache(maxsize=None)
 def objective(name: str, l2: float = 0.0) -> Callable[..., jax.Array]:
     """``fun(params, hyperparameter, X, y)``: the mean ``name`` loss of ``X @ w + b`` (+ ½ l2 |w|²).
 
-    Cached, so repeated fits reuse one function object (and so one compiled program). Losses
-    without a hyperparameter ignore the second argument.
+    Cached, so repeated fits reuse one function object (and so one compiled program), however
+    it is asked for (``objective("mse")`` is ``objective("mse", 0.0)``). Losses without a
+    hyperparameter ignore the second argument.
     """
+    return _objective(name, float(l2))
+
+
+@functools.lru_cache(maxsize=None)
+def _objective(name: str, l2: float) -> Callable[..., jax.Array]:
     info = registry.info(name)
 
     def fun(params, hyper, X, y):
