@@ -7,6 +7,8 @@ and exit with status 2, without a traceback. The numbers come from :mod:`jloss.d
 :mod:`jloss.linear`; this module only parses, prints and writes files. Figures are drawn by
 :mod:`jloss.plots`, which imports matplotlib only when a figure is asked for. What the commands
 share with the modules that add their own (:mod:`jloss.tuning`) is in :mod:`jloss._cli_common`.
+Before a command runs, :func:`main` turns on JAX's persistent compilation cache
+(:func:`jloss.cache.enable`; ``--no-cache`` or ``JLOSS_NO_CACHE=1`` leave it off).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from jloss import __version__, demo, plots, registry, tuning
+from jloss import __version__, cache, demo, plots, registry, tuning
 from jloss._cli_common import (  # noqa: F401  (fmt, pct, table, heading, note, write_json: jloss.cli's own)
     DEFAULT_OUT,
     EXIT_FAILED,
@@ -398,7 +400,8 @@ def run_bench(args: argparse.Namespace) -> int:
                             "pip install 'jloss[bench]'") from None
         raise UserError("the benchmark suite (jloss.benchmarks) is not part of this installation") from None
     try:
-        code = bench.main(list(args.rest))
+        rest = list(args.rest) + (["--no-cache"] if args.no_cache and "--no-cache" not in args.rest else [])
+        code = bench.main(rest)
     except SystemExit as e:  # its own argparse: --help, or a usage error it already printed
         code = e.code if isinstance(e.code, int) or e.code is None else EXIT_USAGE
     return EXIT_OK if code is None else int(code)
@@ -447,6 +450,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                "Run `jloss COMMAND --help` for the options of each command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="do not use JAX's persistent compilation cache (default: on, in $JLOSS_CACHE_DIR, "
+                             "else $XDG_CACHE_HOME/jloss/xla or ~/.cache/jloss/xla; JLOSS_NO_CACHE=1 also turns it off)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     parsers = {}
     for command in COMMANDS.values():
@@ -473,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.rest = rest
     except SystemExit as e:  # --help, --version and argparse's own usage errors
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if not args.no_cache:
+        cache.enable()  # before anything compiles: a second run loads its programs from disk
     try:
         return command.run(args)
     except UserError as e:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from jloss import cache
 from jloss.bench.harness import Config, WORKLOADS
 from jloss.bench.report import markdown, plot, run_suite
 
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     p.add_argument("--torch-threads", type=int, metavar="N",
                    help="torch.set_num_threads(N) (default: PyTorch's own choice, recorded in the JSON)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not use JAX's persistent compilation cache (default: on, as for `jloss`; "
+                        "JLOSS_NO_CACHE=1 also turns it off). The compile-time rows bypass it either way")
     p.add_argument("--blas-threads", type=int, default=1, metavar="N",
                    help="BLAS threads of numpy/scipy/scikit-learn while timing, via threadpoolctl if "
                         "installed (default 1: idle OpenBLAS threads spin and slow the next row; 0: leave them)")
@@ -60,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.from_json) as f:
             report = json.load(f)
         return _emit(report, args, lambda msg: print(msg, file=sys.stderr, flush=True), write_json=False)
+    if not args.no_cache:
+        cache.enable()
     names = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     if names:
         unknown = [n for n in names if n not in WORKLOADS]

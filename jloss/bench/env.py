@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 import jloss
+from jloss import cache
 from jloss.bench.harness import Config
 
 
@@ -99,6 +100,7 @@ def environment(cfg: Config | None = None) -> dict:
         "versions": versions,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git": _git_state(),
+        "compilation_cache": cache.enabled_dir(),
     }
 
 
