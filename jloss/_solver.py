@@ -76,9 +76,16 @@ class Solver:
         """
         return self.extra_args and not self.minibatch and finds_value_and_grad(state)
 
+    def value_fn(self, params, fargs):
+        """``fun`` of the params alone, for a line search, valued in the first params leaf's dtype:
+        optax's line searches store the value in that dtype, so float32 params with float64 data
+        (under x64) would otherwise give their ``lax.cond`` branches of two dtypes."""
+        dtype = jax.tree_util.tree_leaves(params)[0].dtype
+        return lambda p: self.fun(p, *fargs).astype(dtype)
+
     def value_and_grad(self, params, state, fargs):
         if self.reuses_state(state):
-            vg = optax.value_and_grad_from_state(lambda p: self.fun(p, *fargs))
+            vg = optax.value_and_grad_from_state(self.value_fn(params, fargs))
             value, grad = vg(params, state=state)
         else:
             value, grad = jax.value_and_grad(self.fun)(params, *fargs)
@@ -134,7 +141,7 @@ class Solver:
                 c.params,
                 value=c.value,
                 grad=c.grad,
-                value_fn=lambda p: self.fun(p, *fargs),
+                value_fn=self.value_fn(c.params, fargs),
             )
         else:
             updates, state1 = self.optimizer.update(c.grad, c.opt_state, c.params)

@@ -497,7 +497,7 @@ def delta_sweep(
     check_options(steps, tol)
     grid = np.asarray(grid, dtype=np.float64)
     scaler, Z = standardized(X, True)
-    t = jnp.asarray(y, jnp.float32)
+    t = jnp.asarray(y, Z.dtype)  # the fit's dtype: float64 under x64
     fun = objective(info.name)
     params = init_params(Z.shape[1], np.asarray(y))
     for value in np.unique(grid):  # the loss checks each value (delta > 0, tau in [0, 1], ...)
@@ -506,7 +506,7 @@ def delta_sweep(
         except (TypeError, ValueError) as e:
             raise UserError(str(e)) from None
     opt = make_optimizer(optimizer, learning_rate, steps)
-    result = sweep(fun, params, opt, jnp.asarray(grid, jnp.float32), args=(Z, t), max_steps=steps, tol=tol,
+    result = sweep(fun, params, opt, jnp.asarray(grid, Z.dtype), args=(Z, t), max_steps=steps, tol=tol,
                    progress=progress)
     coef, intercept = scaler.unscale(np.asarray(result.params["w"]).T, np.asarray(result.params["b"]))
     coef = coef.T  # (k, d)

@@ -421,3 +421,30 @@ def test_tune_python_and_cli(capsys):
     assert best["delta"] == res.values[res.best] and best["val"] == pytest.approx(res.val[res.best], rel=1e-12)
     got = [best["coefficients"][f] for f in videos.features] + [best["intercept"]]
     assert rel_err(got, np.r_[coef, intercept]) < 1e-9, out
+
+
+def test_minimize_lbfgs_float32_params_float64_data_x64():
+    """x64, float32 init params, float64 data: fun's value is float64 while optax.lbfgs keeps its
+    stored value in the params' dtype -> TypeError in optax.value_and_grad_from_state's lax.cond."""
+    X, y = make_data()
+    with jax.enable_x64(True):
+        res = jloss.minimize(MSE, params0(X, y, jnp.float32), LBFGS, args=(np.float64(0.0), X, y),
+                             max_steps=STEPS, tol=1e-5)
+    assert res.params["w"].dtype == jnp.float32
+    assert res.message == "converged: gradient norm <= tol"
+    assert rel_err(theta(res.params), lstsq(X, y)) < 1e-4
+
+
+def test_cli_sweep_x64_general_targets(tmp_path, capsys):
+    """jloss sweep under x64 on targets that are not float32 numbers: demo.delta_sweep rounds the
+    targets (and the grid) to float32, so the float64 fit is of the wrong data (~1e-8 off)."""
+    X, y = make_data(n=80, seed=2)
+    csv = write_csv(tmp_path / "sweep.csv", X, y)
+    grid = (0.3, 1.0, 2.0)
+    with jax.enable_x64(True):
+        data, out = run_json(capsys, "sweep", "--csv", str(csv), "--target", "y", "--grid",
+                             ",".join(map(str, grid)), "--optimizer", "lbfgs", "--tol", "1e-11", "--no-plots")
+    train, _ = split(len(y), 0.25, 0)
+    for k, delta in enumerate(grid):
+        got = data["coefficients"][k] + [data["intercept"][k]]
+        assert rel_err(got, huber_reference(X[train], y[train], delta)) < 1e-9, (delta, out)
