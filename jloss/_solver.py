@@ -27,6 +27,7 @@ from jax import lax
 from jloss._batching import MinibatchSchedule, example_batch
 from jloss._options import Options, check_fun_output
 from jloss._result import RUNNING, Result, Status
+from jloss._shared import member_value_fn
 from jloss._tree import all_finite, finds_value_and_grad, finite_and_sq_norm, select, strong
 
 __all__ = ["Carry", "Solver"]
@@ -50,7 +51,7 @@ class Solver:
     :meth:`step`/:meth:`masked_step`, :meth:`recover`, :meth:`finish`. In minibatch mode it owns
     the :class:`~jloss._batching.MinibatchSchedule` (``schedule``; None in full-batch mode)."""
 
-    def __init__(self, fun, optimizer, options: Options, args: tuple, tol, key, offset):
+    def __init__(self, fun, optimizer, options: Options, args: tuple, tol, key, offset, members: int | None = None):
         self.fun = fun
         self.optimizer = optimizer
         self.options = options
@@ -60,6 +61,9 @@ class Solver:
         self.minibatch = options.minibatch
         self.schedule = MinibatchSchedule(options, args, key) if self.minibatch else None
         self.extra_args = isinstance(optimizer, optax.GradientTransformationExtraArgs)
+        # A sweep member's solver: ``args[:members]`` are the member's own (its hyperparameter),
+        # the rest is the data every member shares (see value_fn). None outside a sweep.
+        self.members = members
 
     # -- evaluation and status ------------------------------------------------------------------
 
@@ -81,12 +85,26 @@ class Solver:
         optax's line searches store the value in that dtype, so float32 params with float64 data
         (under x64) would otherwise give their ``lax.cond`` branches of two dtypes."""
         dtype = jax.tree_util.tree_leaves(params)[0].dtype
+        if self.members is not None and not self.minibatch:
+            # In a sweep, the line search's conds would copy the shared data once per member.
+            n = self.members
+            return member_value_fn(self.fun, tuple(fargs[:n]), tuple(fargs[n:]), dtype)
         return lambda p: self.fun(p, *fargs).astype(dtype)
 
     def value_and_grad(self, params, state, fargs):
         if self.reuses_state(state):
-            vg = optax.value_and_grad_from_state(self.value_fn(params, fargs))
-            value, grad = vg(params, state=state)
+            # optax.value_and_grad_from_state's test, without its lax.cond: under a sweep's vmap
+            # a cond runs both branches (a whole evaluation per step, on a per-member copy of the
+            # data), while a loop of 0 or 1 trips runs only if some member needs it.
+            value = optax.tree.get(state, "value")
+            grad = optax.tree.get(state, "grad")
+
+            def evaluate(s):
+                v, g = jax.value_and_grad(self.fun)(params, *fargs)
+                return jnp.zeros((), bool), v.astype(value.dtype), g
+
+            stored_missing = ~jnp.isfinite(value)
+            _, value, grad = lax.while_loop(lambda s: s[0], evaluate, (stored_missing, value, grad))
         else:
             value, grad = jax.value_and_grad(self.fun)(params, *fargs)
         return strong(value), strong(grad)
@@ -193,7 +211,13 @@ class Solver:
         a pass of its own.
         """
         running = c.status == RUNNING
-        new, finite = self._candidate(c, None, None)
+        given = c
+        if self.reuses_state(c.opt_state):
+            # A line search (optax.lbfgs). A stopped member's candidate is discarded; give its
+            # update a zero gradient, so that its line search ends in one iteration instead of driving the members' shared
+            # loop (at a converged point it would search until its iteration limit).
+            given = c._replace(grad=select(running, c.grad, jax.tree_util.tree_map(jnp.zeros_like, c.grad)))
+        new, finite = self._candidate(given, None, None)
         accept = running & finite if freeze_nonfinite else running
         status = jnp.where(running, new.status, c.status)
         history = c.history

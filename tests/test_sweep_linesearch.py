@@ -1,0 +1,193 @@
+"""Sweeps over a line-search optimizer (optax.lbfgs): equal to a loop of minimize, no per-member
+copy of the data in the compiled program, and derivatives through it in every mode.
+
+Under ``jax.vmap`` a ``lax.cond`` with a per-member predicate broadcasts its operands to the
+batch; optax's zoom line search evaluates the objective inside such conds, so the sweep gives it
+a value function whose batching keeps the shared data unbatched (``jloss._shared``), reads the
+value and gradient the line search stored without a cond, and hands stopped members a zero
+gradient so that their line search ends at once. These tests pin what that must not change.
+"""
+
+from __future__ import annotations
+
+import re
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jloss._shared import member_value_fn
+from jloss.minimize import minimize
+from jloss.sweep import sweep
+
+LBFGS = optax.lbfgs()
+DELTAS = np.array([0.05, 0.3, 1.0, 4.0, 20.0], np.float32)
+
+
+def _data(n=120, d=3, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = X @ np.linspace(-1.0, 2.0, d) + rng.standard_t(2, size=n)
+    return X.astype(dtype), y.astype(dtype)
+
+
+def huber(w, delta, X, y):
+    r = X @ w["w"] + w["b"] - y
+    a = jnp.abs(r)
+    return jnp.mean(jnp.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))) + 1e-3 * jnp.sum(w["w"] ** 2)
+
+
+def _params(d, dtype=jnp.float32):
+    return {"w": jnp.zeros(d, dtype), "b": jnp.zeros((), dtype)}
+
+
+def _member(delta, X, y, **kw):
+    return minimize(lambda p, dl, X, y: huber(p, dl, X, y), _params(X.shape[1], X.dtype), LBFGS,
+                    args=(delta, X, y), **kw)
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_lbfgs_sweep_equals_a_loop_of_minimize(x64):
+    with jax.enable_x64(x64):
+        dtype = np.float64 if x64 else np.float32
+        X, y = _data(dtype=dtype)
+        deltas = DELTAS.astype(dtype)
+        tol = 1e-10 if x64 else 1e-5
+        res = sweep(huber, _params(3, dtype), LBFGS, deltas, args=(X, y), max_steps=100, tol=tol)
+        steps = np.asarray(res.steps)
+        assert np.all(np.asarray(res.converged)), res.message
+        assert len(set(steps.tolist())) > 1  # members stop at different steps: the others wait
+        rtol = 1e-9 if x64 else 2e-4
+        for k, delta in enumerate(deltas):
+            one = _member(delta, X, y, max_steps=100, tol=tol)
+            assert bool(one.converged)
+            for a, b in zip(jax.tree_util.tree_leaves(res.params), jax.tree_util.tree_leaves(one.params)):
+                np.testing.assert_allclose(a[k], b, rtol=rtol, atol=rtol)
+            np.testing.assert_allclose(res.loss[k], one.loss, rtol=rtol)
+            # a stopped member keeps its own gradient (the zero gradient it is handed is not kept)
+            assert float(res.grad_norm[k]) <= tol and float(res.grad_norm[k]) > 0.0
+            np.testing.assert_allclose(res.grad_norm[k], one.grad_norm, rtol=0.5 if not x64 else 1e-3, atol=tol / 10)
+            if x64:
+                assert int(res.steps[k]) == int(one.steps)
+
+
+def _per_member_data_shapes(hlo: str, k: int, n: int, d: int) -> list[str]:
+    return re.findall(rf"f32\[{k},{n},{d}\]", hlo)
+
+
+def test_lbfgs_sweep_program_holds_no_per_member_copy_of_the_data():
+    # K, N, d chosen so that no other array of the program has this shape.
+    k, n, d = 5, 37, 3
+    X, y = _data(n=n, d=d)
+
+    def run(X, y):
+        return sweep(huber, _params(d), LBFGS, jnp.asarray(DELTAS), args=(X, y), max_steps=20, tol=1e-5).params
+
+    hlo = jax.jit(run).lower(X, y).compile().as_text()
+    assert _per_member_data_shapes(hlo, k, n, d) == []
+    # The check can see such a copy: a vmap of the same objective over a broadcast X has one.
+    copied = jax.jit(lambda X: jax.vmap(lambda x, w: x @ w)(jnp.broadcast_to(X, (k, n, d)) * 2.0,
+                                                          jnp.ones((k, d)))).lower(X).compile().as_text()
+    assert _per_member_data_shapes(copied, k, n, d) != []
+
+
+def test_lbfgs_sweep_under_an_outer_vmap_over_datasets():
+    # The data is batched for real by the outer vmap: the sweep's batching rule (which takes
+    # member 0 of data broadcast by a cond) must leave that axis alone.
+    X, y0 = _data()
+    ys = np.stack([y0, 2.0 * y0 + 1.0, -y0])
+
+    def one_sweep(y):
+        return sweep(huber, _params(3), LBFGS, jnp.asarray(DELTAS), args=(X, y), max_steps=60, tol=1e-5).params
+
+    batched = jax.jit(jax.vmap(one_sweep))(ys)
+    for i, y in enumerate(ys):
+        alone = one_sweep(y)
+        for a, b in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(alone)):
+            np.testing.assert_allclose(a[i], b, rtol=2e-4, atol=2e-4)
+
+
+def test_forward_mode_through_an_unrolled_lbfgs_sweep_wrt_data_and_grid():
+    # diff="unrolled" differentiates through the line search: the tangents of the data and of
+    # the hyperparameter pass the sweep's value function (its custom_jvp) and must equal those
+    # of minimize's plain one, member by member.
+    with jax.enable_x64(True):
+        X, y = _data(n=60, dtype=np.float64)
+        deltas = DELTAS.astype(np.float64)
+        dy = np.random.default_rng(1).normal(size=y.shape)
+        ddelta = np.linspace(0.5, 1.5, deltas.size)
+        steps = 12
+
+        def swept(y, deltas):
+            return sweep(huber, _params(3, jnp.float64), LBFGS, deltas, args=(X, y), max_steps=steps,
+                         tol=0.0, history=False, diff="unrolled").params["w"]
+
+        _, tangent = jax.jvp(swept, (y, deltas), (dy, ddelta))
+        for k in range(deltas.size):
+            def alone(y, delta):
+                return _member(delta, X, y, max_steps=steps, tol=0.0, history=False, diff="unrolled").params["w"]
+
+            _, t_k = jax.jvp(alone, (y, deltas[k]), (dy, ddelta[k]))
+            np.testing.assert_allclose(tangent[k], t_k, rtol=1e-7, atol=1e-9)
+        assert np.all(np.abs(tangent) > 0)
+
+
+def test_implicit_gradient_of_an_lbfgs_sweep_wrt_the_grid_and_data():
+    with jax.enable_x64(True):
+        X, y = _data(dtype=np.float64)
+        deltas = DELTAS.astype(np.float64)
+
+        def total(deltas, y):
+            r = sweep(huber, _params(3, jnp.float64), LBFGS, deltas, args=(X, y), max_steps=200, tol=1e-11)
+            return jnp.sum(r.params["w"] ** 2)
+
+        g_delta, g_y = jax.grad(total, argnums=(0, 1))(jnp.asarray(deltas), jnp.asarray(y))
+        # central differences of the converged solutions (smooth in delta and y away from kinks)
+        eps = 1e-5
+        for k in (0, 2, 4):
+            e = np.zeros_like(deltas)
+            e[k] = eps
+            fd = (total(deltas + e, y) - total(deltas - e, y)) / (2 * eps)
+            np.testing.assert_allclose(g_delta[k], fd, rtol=1e-4, atol=1e-8)
+        v = np.random.default_rng(2).normal(size=y.shape)
+        fd = (total(deltas, y + eps * v) - total(deltas, y - eps * v)) / (2 * eps)
+        np.testing.assert_allclose(jnp.vdot(g_y, v), fd, rtol=1e-4, atol=1e-8)
+
+
+def test_member_value_fn_values_and_derivatives_wrt_every_input():
+    # The value function itself, against the plain objective: value, gradient, forward-mode
+    # tangents w.r.t. the member's hyperparameter and the data, second order, and under vmap over
+    # members (data broadcast by a cond, as the line search's conds do, and plain).
+    with jax.enable_x64(True):
+        X, y = _data(n=30, dtype=np.float64)
+        p = {"w": jnp.array([0.3, -0.2, 0.1]), "b": jnp.array(0.05)}
+        delta = jnp.array(0.7)
+
+        def plain(p, delta, X, y):
+            return huber(p, delta, X, y)
+
+        def shared(p, delta, X, y):
+            return member_value_fn(huber, (delta,), (X, y), jnp.float64)(p)
+
+        np.testing.assert_allclose(shared(p, delta, X, y), plain(p, delta, X, y), rtol=1e-14)
+        chex.assert_trees_all_close(jax.grad(shared)(p, delta, X, y), jax.grad(plain)(p, delta, X, y), rtol=1e-12)
+        tangents = (jax.tree_util.tree_map(jnp.ones_like, p), jnp.array(0.3), 0.1 * jnp.ones_like(X), jnp.ones_like(y))
+        t_shared = jax.jvp(shared, (p, delta, X, y), tangents)[1]
+        t_plain = jax.jvp(plain, (p, delta, X, y), tangents)[1]
+        np.testing.assert_allclose(t_shared, t_plain, rtol=1e-12)
+        # forward over reverse (what unrolled differentiation of a line search takes)
+        jg = lambda f: jax.jvp(lambda d, y: jax.grad(f)(p, d, X, y), (delta, y), (jnp.array(1.0), jnp.ones_like(y)))[1]  # noqa: E731
+        chex.assert_trees_all_close(jg(shared), jg(plain), rtol=1e-10)
+        # vmap over members, with the data closed over and broadcast by a per-member cond
+        ps = jax.tree_util.tree_map(lambda x: jnp.stack([x, 2 * x, -x]), p)
+        ds = jnp.array([0.2, 0.7, 3.0])
+
+        def via_cond(f):
+            def member(p, d):
+                return jax.lax.cond(d > 1.0, lambda: f(p, d, X, y), lambda: 2.0 * f(p, d, X, y))
+            return jax.vmap(jax.value_and_grad(member))(ps, ds)
+
+        chex.assert_trees_all_close(via_cond(shared), via_cond(plain), rtol=1e-12)
