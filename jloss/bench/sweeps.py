@@ -1,4 +1,4 @@
-"""Workload ``sweep``: 64 Huber deltas in one vmapped program, and early stopping in a batch."""
+"""Workloads ``sweep`` (64 Huber deltas in one vmapped program, early stopping in a batch) and ``lbfgs_sweep`` (a batched line search)."""
 
 from __future__ import annotations
 
@@ -115,3 +115,94 @@ def _early_stop_case(cfg, sweep, X, y, params0, fun) -> Case:
     if int(steps.min()) == slowest:
         case.notes.append("all members stopped at the same step: the case does not exercise early stopping")
     return case
+
+
+def optax_lbfgs_loop(fun, optimizer: optax.GradientTransformationExtraArgs, max_steps: int, tol: float):
+    """optax's documented L-BFGS loop: ``lax.while_loop`` on ``optax.value_and_grad_from_state``.
+
+    ``solve(params, *args) -> (params, final_loss, steps)``; stops when the stored gradient's
+    norm is ``<= tol`` or after ``max_steps`` updates (the loop of optax's L-BFGS docs). What a
+    user would vmap for a sweep without jloss.
+    """
+
+    def solve(params, *args):
+        value_fn = lambda p: fun(p, *args)  # noqa: E731
+        value_and_grad = optax.value_and_grad_from_state(value_fn)
+
+        def step(carry):
+            p, s = carry
+            value, g = value_and_grad(p, state=s)
+            u, s = optimizer.update(g, s, p, value=value, grad=g, value_fn=value_fn)
+            return optax.apply_updates(p, u), s
+
+        def running(carry):
+            _, s = carry
+            count = optax.tree.get(s, "count")
+            norm = optax.tree.norm(optax.tree.get(s, "grad"))
+            return (count == 0) | ((count < max_steps) & (norm > tol))
+
+        p, s = jax.lax.while_loop(running, step, (params, optimizer.init(params)))
+        return p, value_fn(p), optax.tree.get(s, "count")
+
+    return solve
+
+
+LBFGS_SWEEP_TARGET = 0.5
+
+
+def lbfgs_sweep_case(cfg: Config, k: int, n: int, d: int, max_steps: int = 200, tol: float = 1e-5) -> Case:
+    """``k`` Huber deltas fitted by ``optax.lbfgs()`` to ``tol``: jloss.sweep vs a loop of minimize.
+
+    Rows: ``jloss.sweep`` (one vmapped program, per-member stopping), a loop of ``k``
+    ``jloss.minimize`` calls (one compiled program, called ``k`` times), and ``jax.vmap`` of
+    optax's documented L-BFGS loop (:func:`optax_lbfgs_loop`). Every member must stop on ``tol``
+    before ``max_steps`` (recorded; a member that hits the cap makes the comparison one of a
+    truncated workload, noted in the case). Target: the sweep at most 0.5x the loop.
+    """
+    X_np, y_np = huber_problem(n, d, cfg.seed)
+    X, y = jnp.asarray(X_np), jnp.asarray(y_np)
+    deltas = jnp.asarray(np.geomspace(0.1, 10.0, k).astype(np.float32))
+    params0 = linear_params(d)
+    lbfgs = optax.lbfgs()
+    fun = huber_objective  # fun(params, delta, X, y)
+    sweep, minimize = jloss_sweep(), jloss_minimize()
+    probe = sweep(fun, params0, lbfgs, deltas, args=(X, y), max_steps=max_steps, tol=tol, history=False)
+    steps = np.asarray(probe.steps)
+    case = Case(
+        "lbfgs_sweep",
+        f"{k} Huber deltas, optax.lbfgs() to tol={tol:g} (max {max_steps} steps), N={n:,}, d={d}: "
+        f"members stop after {int(steps.min())} to {int(steps.max())} steps",
+        {"n": n, "d": d, "members": k, "optimizer": "lbfgs()", "tol": tol, "max_steps": max_steps,
+         "min_steps": int(steps.min()), "max_member_steps": int(steps.max()),
+         "converged": int(np.sum(probe.converged))},
+        variants=[],
+        reference="loop of jloss.minimize",
+        rtol=1e-4,
+        warmup=0,  # the loop row takes seconds per call at k = 256: the first call is the warm-up
+    )
+    if int(np.sum(probe.converged)) < k:
+        case.notes.append(f"only {int(np.sum(probe.converged))} of {k} members converged before max_steps")
+    mean_of = lambda losses: float(np.mean(np.asarray(losses)))  # noqa: E731
+
+    def minimize_loop():
+        return [minimize(fun, params0, lbfgs, args=(dl, X, y), max_steps=max_steps, tol=tol, history=False).loss
+                for dl in deltas]
+
+    vloop = jax.jit(jax.vmap(optax_lbfgs_loop(fun, lbfgs, max_steps, tol), in_axes=(None, 0, None, None)))
+    case.variants += [
+        Variant("jloss.sweep", lambda: sweep(fun, params0, lbfgs, deltas, args=(X, y), max_steps=max_steps,
+                                             tol=tol, history=False), total_loss, "jloss",
+                "one vmapped while_loop, per-member stopping"),
+        Variant("loop of jloss.minimize", minimize_loop, mean_of, "jloss", f"{k} calls, one compiled program"),
+        Variant("vmap of optax's L-BFGS loop", lambda: vloop(params0, deltas, X, y), lambda o: mean_of(o[1]), "peer",
+                "optax docs' while_loop on value_and_grad_from_state, vmapped over the deltas"),
+    ]
+    case.targets.append(Target(f"L-BFGS sweep of {k} deltas <= {LBFGS_SWEEP_TARGET:g}x a loop of minimize calls",
+                               "jloss.sweep", "loop of jloss.minimize", LBFGS_SWEEP_TARGET))
+    return case
+
+
+@workload("lbfgs_sweep", "48 Huber deltas fitted by optax.lbfgs to tol 1e-5: one batched line search vs a loop")
+def _lbfgs_sweep_workload(cfg: Config) -> list[Case]:
+    k, n, d = cfg.size((48, 3000, 12), (4, 200, 4))
+    return [lbfgs_sweep_case(cfg, k, n, d)]
