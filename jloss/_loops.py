@@ -244,7 +244,8 @@ solve_jit = jax.jit(_solve_with_derivatives, static_argnums=(0, 1, 2))
 def _member_solver(fun, optimizer, options: Options, h, args, tol, key, offset) -> Solver:
     """The solver of member ``h``: ``fun(params, h, *args)``."""
     opt = member_optimizer(options.name, optimizer, h)
-    return Solver(fun, opt, options, (h,) + tuple(args), tol, key, offset, members=1)
+    shared = opt is optimizer  # one optimizer object for every member (not optimizer(h))
+    return Solver(fun, opt, options, (h,) + tuple(args), tol, key, offset, members=1, shared_optimizer=shared)
 
 
 def solve_sweep(fun, optimizer, options: Options, params0, grid, args, opt_state0, tol, key, offset) -> Result:

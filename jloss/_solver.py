@@ -27,7 +27,7 @@ from jax import lax
 from jloss._batching import MinibatchSchedule, example_batch
 from jloss._options import Options, check_fun_output
 from jloss._result import RUNNING, Result, Status
-from jloss._shared import member_value_fn
+from jloss._shared import branch_skipping, member_value_fn
 from jloss._tree import all_finite, finds_value_and_grad, finite_and_sq_norm, select, strong
 
 __all__ = ["Carry", "Solver"]
@@ -51,7 +51,8 @@ class Solver:
     :meth:`step`/:meth:`masked_step`, :meth:`recover`, :meth:`finish`. In minibatch mode it owns
     the :class:`~jloss._batching.MinibatchSchedule` (``schedule``; None in full-batch mode)."""
 
-    def __init__(self, fun, optimizer, options: Options, args: tuple, tol, key, offset, members: int | None = None):
+    def __init__(self, fun, optimizer, options: Options, args: tuple, tol, key, offset, members: int | None = None,
+                 shared_optimizer: bool = False):
         self.fun = fun
         self.optimizer = optimizer
         self.options = options
@@ -64,6 +65,11 @@ class Solver:
         # A sweep member's solver: ``args[:members]`` are the member's own (its hyperparameter),
         # the rest is the data every member shares (see value_fn). None outside a sweep.
         self.members = members
+        # The optimizer's update with the data as arguments; in a sweep whose members share the
+        # optimizer object, one whose vmap runs a line search's cond branches only where taken.
+        self._update = self._plain_update
+        if members is not None and shared_optimizer and self.extra_args and not self.minibatch:
+            self._update = branch_skipping(self._plain_update)
 
     # -- evaluation and status ------------------------------------------------------------------
 
@@ -90,6 +96,10 @@ class Solver:
             n = self.members
             return member_value_fn(self.fun, tuple(fargs[:n]), tuple(fargs[n:]), dtype)
         return lambda p: self.fun(p, *fargs).astype(dtype)
+
+    def _plain_update(self, grad, state, params, value, fargs):
+        return self.optimizer.update(grad, state, params, value=value, grad=grad,
+                                     value_fn=self.value_fn(params, fargs))
 
     def value_and_grad(self, params, state, fargs):
         if self.reuses_state(state):
@@ -153,14 +163,7 @@ class Solver:
         perm = perm if known else c.perm
         fargs = self.batch_args(perm, t)
         if self.extra_args:
-            updates, state1 = self.optimizer.update(
-                c.grad,
-                c.opt_state,
-                c.params,
-                value=c.value,
-                grad=c.grad,
-                value_fn=self.value_fn(c.params, fargs),
-            )
+            updates, state1 = self._update(c.grad, c.opt_state, c.params, c.value, tuple(fargs))
         else:
             updates, state1 = self.optimizer.update(c.grad, c.opt_state, c.params)
         params1 = optax.apply_updates(c.params, updates)

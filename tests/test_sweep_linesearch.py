@@ -1,11 +1,14 @@
 """Sweeps over a line-search optimizer (optax.lbfgs): equal to a loop of minimize, no per-member
 copy of the data in the compiled program, and derivatives through it in every mode.
 
-Under ``jax.vmap`` a ``lax.cond`` with a per-member predicate broadcasts its operands to the
-batch; optax's zoom line search evaluates the objective inside such conds, so the sweep gives it
-a value function whose batching keeps the shared data unbatched (``jloss._shared``), reads the
-value and gradient the line search stored without a cond, and hands stopped members a zero
-gradient so that their line search ends at once. These tests pin what that must not change.
+Under ``jax.vmap`` a ``lax.cond`` with a per-member predicate runs both branches and broadcasts
+its operands to the batch; optax's zoom line search evaluates the objective inside such conds, so
+the sweep batches the optimizer's update with ``jloss._shared.branch_skipping`` (a branch runs
+only if some member takes it, operands keep their own batching), gives the line search a value
+function whose batching keeps the shared data unbatched (``member_value_fn``, for the paths left
+to JAX's rules), reads the value and gradient the line search stored without a cond, and hands
+stopped members a zero gradient so that their line search ends at once. These tests pin what
+that must not change.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import optax
 import pytest
 
-from jloss._shared import member_value_fn
+from jloss._shared import branch_skipping, member_value_fn
 from jloss.minimize import minimize
 from jloss.sweep import sweep
 
@@ -191,3 +194,110 @@ def test_member_value_fn_values_and_derivatives_wrt_every_input():
             return jax.vmap(jax.value_and_grad(member))(ps, ds)
 
         chex.assert_trees_all_close(via_cond(shared), via_cond(plain), rtol=1e-12)
+
+
+# -- branch_skipping: the batching interpreter ----------------------------------------------------
+
+
+def _branchy(x, h, data):
+    """A cond on a per-member predicate, one on a shared predicate, and a while loop whose
+    predicate is per member with a cond in its body: the shapes of optax's zoom line search."""
+    a = jax.lax.cond(h > 0.0, lambda u: jnp.sin(u) * data.sum(), lambda u: u @ data[:3] * h, x)
+    b = jax.lax.cond(data[0, 0] > 0.0, lambda u: u + 1.0, lambda u: u * 2.0, a)
+
+    def body(c):
+        i, u = c
+        u = jax.lax.cond(u.sum() > 0.0, lambda v: 0.5 * v + data[1], lambda v: v - h, u)
+        return i + 1, u
+
+    n, c = jax.lax.while_loop(lambda c: (c[0] < 3 + (h > 1.0)) & (jnp.abs(c[1]).sum() < 50.0), body, (0, b))
+    return {"out": c * h + x.sum(), "n": n}
+
+
+def _branchy_inputs():
+    rng = np.random.default_rng(3)
+    xs = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
+    hs = jnp.asarray([-1.0, 0.5, 2.0, -0.2, 3.0, 0.7], jnp.float32)  # both branches, both trip counts
+    data = jnp.asarray(rng.normal(size=(3, 3)), jnp.float32)
+    return xs, hs, data
+
+
+@pytest.mark.parametrize("axes", [(0, 0, None), (0, None, None), (None, 0, None), (0, 0, 0)])
+def test_branch_skipping_vmap_equals_jax_vmap(axes):
+    xs, hs, data = _branchy_inputs()
+    batched = (xs, hs, jnp.stack([data * (1 - 0.4 * i) for i in range(6)]))  # data[0, 0] changes sign
+    unbatched = (xs[0], hs[2], data)
+    args = tuple(b if ax == 0 else u for b, u, ax in zip(batched, unbatched, axes))
+    want = jax.vmap(_branchy, in_axes=axes)(*args)
+    got = jax.jit(jax.vmap(branch_skipping(_branchy), in_axes=axes))(*args)
+    chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-6)
+    # nested: an outer vmap over two copies
+    twice = lambda f: jax.vmap(jax.vmap(f, in_axes=axes), in_axes=(None, 0, None))  # noqa: E731
+    hh = jnp.stack([args[1], args[1] * -1.5])
+    chex.assert_trees_all_close(twice(branch_skipping(_branchy))(args[0], hh, args[2]),
+                                twice(_branchy)(args[0], hh, args[2]), rtol=1e-6, atol=1e-6)
+
+
+def test_branch_skipping_forward_derivatives_equal_the_plain_functions():
+    """Forward mode, what the sweep uses (diff="unrolled"); a while loop has no reverse mode."""
+    xs, hs, data = _branchy_inputs()
+    out = lambda f: lambda x, h, d: jax.vmap(f, in_axes=(0, 0, None))(x, h, d)["out"].sum()  # noqa: E731
+    tangents = (jnp.ones_like(xs), jnp.ones_like(hs), jnp.ones_like(data))
+    chex.assert_trees_all_close(jax.jvp(out(branch_skipping(_branchy)), (xs, hs, data), tangents),
+                                jax.jvp(out(_branchy), (xs, hs, data), tangents), rtol=1e-5, atol=1e-6)
+
+
+def test_branch_skipping_runs_a_branch_only_if_some_member_takes_it():
+    calls = {"taken": 0, "dead": 0}
+
+    def count(name):
+        def cb(h):
+            calls[name] += np.size(h)
+        return cb
+
+    def f(x, h):
+        def taken(u):
+            jax.debug.callback(count("taken"), h)
+            return u * 2.0
+
+        def dead(u):
+            jax.debug.callback(count("dead"), h)
+            return u - 1.0
+
+        return jax.lax.cond(h > 0.0, taken, dead, x)
+
+    xs, hs = jnp.arange(4.0), jnp.asarray([1.0, 2.0, 3.0, 4.0])  # every member takes `taken`
+    plain = jax.vmap(f)(xs, hs)
+    jax.block_until_ready(plain)
+    assert calls["dead"] == 4  # JAX's rule runs both branches for every member
+    calls.update(taken=0, dead=0)
+    got = jax.vmap(branch_skipping(f))(xs, hs)
+    jax.block_until_ready(got)
+    chex.assert_trees_all_close(got, plain)
+    assert calls == {"taken": 4, "dead": 0}
+
+
+def test_lbfgs_sweep_evaluates_the_objective_about_as_often_as_the_loop():
+    """The sweep's batched evaluations: about the slowest member's count in a loop of minimize
+    (each step costs the slowest member's line-search iterations, so a little more); with both
+    cond branches run (JAX's rule) it was about twice as many."""
+    X, y = _data()
+    seen = {"calls": 0}  # under vmap a callback is called once per member
+
+    def counted(w, delta, X, y):
+        jax.debug.callback(lambda d: seen.__setitem__("calls", seen["calls"] + 1), delta)
+        return huber(w, delta, X, y)
+
+    per_member = []
+    for delta in DELTAS:
+        seen["calls"] = 0
+        jax.block_until_ready(minimize(counted, _params(3), LBFGS, args=(jnp.float32(delta), X, y), max_steps=100,
+                                       tol=1e-5, history=False, diff=None))
+        per_member.append(seen["calls"])
+    seen["calls"] = 0
+    res = sweep(counted, _params(3), LBFGS, jnp.asarray(DELTAS), args=(X, y), max_steps=100, tol=1e-5,
+                history=False, diff=None)
+    jax.block_until_ready(res)
+    assert bool(np.all(res.converged))
+    batched = seen["calls"] / len(DELTAS)
+    assert batched <= 1.3 * max(per_member), (batched, per_member)
