@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -166,7 +168,10 @@ def lbfgs_sweep_case(cfg: Config, k: int, n: int, d: int, max_steps: int = 200, 
     lbfgs = optax.lbfgs()
     fun = huber_objective  # fun(params, delta, X, y)
     sweep, minimize = jloss_sweep(), jloss_minimize()
-    probe = sweep(fun, params0, lbfgs, deltas, args=(X, y), max_steps=max_steps, tol=tol, history=False)
+    t0 = time.perf_counter()
+    probe = jax.block_until_ready(sweep(fun, params0, lbfgs, deltas, args=(X, y), max_steps=max_steps, tol=tol,
+                                        history=False))
+    first_call_s = time.perf_counter() - t0  # trace + compile + one run: the sweep row's first call is warm
     steps = np.asarray(probe.steps)
     case = Case(
         "lbfgs_sweep",
@@ -174,7 +179,7 @@ def lbfgs_sweep_case(cfg: Config, k: int, n: int, d: int, max_steps: int = 200, 
         f"members stop after {int(steps.min())} to {int(steps.max())} steps",
         {"n": n, "d": d, "members": k, "optimizer": "lbfgs()", "tol": tol, "max_steps": max_steps,
          "min_steps": int(steps.min()), "max_member_steps": int(steps.max()),
-         "converged": int(np.sum(probe.converged))},
+         "converged": int(np.sum(probe.converged)), "sweep_first_call_s": first_call_s},
         variants=[],
         reference="loop of jloss.minimize",
         rtol=1e-4,
