@@ -22,7 +22,6 @@ Ratios are the figures to quote (one run, side by side), not absolute times. Pro
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the checkout's jloss, installed or not
 
-from jloss.bench.env import device_line, environment  # noqa: E402
+from jloss.bench.env import environment, run_header, write_results  # noqa: E402
 from jloss.bench.harness import Config, run_case  # noqa: E402
 from jloss.bench.sweeps import LBFGS_SWEEP_TARGET, lbfgs_sweep_case  # noqa: E402
 
@@ -106,17 +105,11 @@ def main(argv=None) -> int:
     env = environment(cfg)
     load1 = os.getloadavg()
     wall = time.perf_counter() - t_start
-    env["load_average"] = {"start": list(load0), "end": list(load1)}
-    text = (f"device: {device_line(env)}\nload average (1, 5, 15 min): start "
-            f"{' '.join(f'{x:.2f}' for x in load0)}, end {' '.join(f'{x:.2f}' for x in load1)}; "
-            f"run took {wall:.0f} s\n\n" + markdown(cells))
+    text = run_header(env, load0, load1, wall) + markdown(cells)
     print(text)
     if not args.quick:
         stem = os.path.join(HERE, "results", f"lbfgs-sweep-{env['platform']}")
-        with open(stem + ".md", "w") as f:
-            f.write(text + "\n")
-        with open(stem + ".json", "w") as f:
-            json.dump({"environment": env, "wall_s": wall, "cells": cells, "raw": raw}, f, indent=1)
+        write_results(stem, text, {"environment": env, "wall_s": wall, "cells": cells, "raw": raw})
         log(f"wrote {stem}.md, .json")
     # exit status: the comparison is honest (every K ran, the losses agree, every member converged)
     return 0 if all("error" not in c and c["loss_ok"] and c["all_converged"] for c in cells) else 1

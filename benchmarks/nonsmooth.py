@@ -19,7 +19,6 @@ coefficients' relative distance (targets: 1e-7 and 1e-5), and the times. Progres
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -38,6 +37,7 @@ from scipy.optimize import linprog  # noqa: E402
 
 import jloss  # noqa: E402
 from jloss import nonsmooth  # noqa: E402
+from jloss.bench.env import write_results  # noqa: E402
 
 FULL = [(1_000, 5), (5_000, 10), (20_000, 20)]
 QUICK = [(200, 3)]
@@ -159,10 +159,7 @@ def main(argv=None) -> int:
     print(text)
     if not args.quick:
         stem = os.path.join(HERE, "results", f"nonsmooth-{env['platform']}")
-        with open(stem + ".md", "w") as f:
-            f.write(text + "\n")
-        with open(stem + ".json", "w") as f:
-            json.dump({"environment": env, "rows": rows}, f, indent=1)
+        write_results(stem, text, {"environment": env, "rows": rows})
     bad = [r for r in rows if r["status"] != "OPTIMAL" or r["objective_gap"] > 1e-7 or r["coef_distance"] > 1e-5]
     return 1 if bad else 0
 

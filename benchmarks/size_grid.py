@@ -25,7 +25,6 @@ absolute times. Progress on stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -38,7 +37,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from jloss.bench.env import device_line, environment  # noqa: E402
+from jloss.bench.env import environment, run_header, write_results  # noqa: E402
 from jloss.bench.harness import Case, Config, Target, Variant, run_case  # noqa: E402
 from jloss.bench.problems import (  # noqa: E402
     fused_scan, huber_objective, huber_problem, jloss_minimize, linear_params, python_loop, result_loss,
@@ -252,18 +251,12 @@ def main(argv=None) -> int:
     env = environment(cfg)
     load1 = os.getloadavg()
     wall = time.perf_counter() - t_start
-    env["load_average"] = {"start": list(load0), "end": list(load1)}
-    text = (f"device: {device_line(env)}\nload average (1, 5, 15 min): start "
-            f"{' '.join(f'{x:.2f}' for x in load0)}, end {' '.join(f'{x:.2f}' for x in load1)}; "
-            f"run took {wall:.0f} s\n\n" + markdown(cells, cross, over))
+    text = run_header(env, load0, load1, wall) + markdown(cells, cross, over)
     print(text)
     if not args.quick:
         stem = os.path.join(HERE, "results", f"size-grid-{env['platform']}")
-        with open(stem + ".md", "w") as f:
-            f.write(text + "\n")
-        with open(stem + ".json", "w") as f:
-            json.dump({"environment": env, "wall_s": wall, "overhead": over, "cells": cells,
-                       "crossovers": cross, "raw": raw}, f, indent=1)
+        write_results(stem, text, {"environment": env, "wall_s": wall, "overhead": over, "cells": cells,
+                                   "crossovers": cross, "raw": raw})
         plot(cells, over, stem + ".png")
         log(f"wrote {stem}.md, .json, .png")
     # exit status: the comparison is honest (every cell ran, the losses agree); misses are results

@@ -6,19 +6,12 @@ the table and the summary line must be there.
 """
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "lbfgs_sweep.py"
+from bench_scripts import run_quick
 
 
 def test_the_lbfgs_sweep_script_runs_in_quick_mode():
-    out = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
-    text = out.stdout
-    assert text.startswith("device: "), text[:200]
-    assert "jax " in text.splitlines()[0] and "load average" in text.splitlines()[1]
+    text = run_quick("lbfgs_sweep.py")
     rows = [line for line in text.splitlines() if re.match(r"\| \d+ \| \d+-\d+ \| ", line)]
     assert [int(r.split("|")[1]) for r in rows] == [2, 4], text
     for line in rows:
@@ -28,4 +21,3 @@ def test_the_lbfgs_sweep_script_runs_in_quick_mode():
         ratios = re.findall(r"\| ([\d.]+)x \|", line)
         assert len(ratios) == 2 and all(float(r) > 0 for r in ratios), line
     assert re.search(r"target \(sweep ≤ 0.5x the loop\) met at \d of 2 K; every member converged: yes", text), text
-    assert "wrote" not in out.stderr  # stdout only: quick mode writes no result file

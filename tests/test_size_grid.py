@@ -6,19 +6,12 @@ overhead line and the crossover table must be there.
 """
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "size_grid.py"
+from bench_scripts import run_quick
 
 
 def test_the_size_grid_script_runs_in_quick_mode():
-    out = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
-    text = out.stdout
-    assert text.startswith("device: "), text[:200]
-    assert "jax " in text.splitlines()[0] and "load average" in text.splitlines()[1]
+    text = run_quick("size_grid.py")
     cells = [line for line in text.splitlines() if re.match(r"\| (adam|sgd)\(1e-2\) \| [\d,]+ \| \d+ \|", line)]
     assert len(cells) == 2 * 2 * 2, text  # optimizers x N x d
     for line in cells:
@@ -28,5 +21,3 @@ def test_the_size_grid_script_runs_in_quick_mode():
     assert re.search(r"overhead o = [\d,.]+ µs per step", text), text
     crossings = [line for line in text.splitlines() if re.match(r"\| (adam|sgd) \| (N|d|N\*d) \|", line)]
     assert len(crossings) == 2 * (2 + 2 + 1), text
-    # stdout only: quick mode writes no result file
-    assert "wrote" not in out.stderr

@@ -117,3 +117,22 @@ def device_line(env: dict) -> str:
     vers = ", ".join(f"{k} {v[k]}" for k in ("jax", "optax", "numpy", "torch", "scipy", "scikit-learn") if v.get(k))
     dev = f"{env['platform']} / {env['device_kind']} x{env['device_count']}"
     return f"{dev}; CPU {env['cpu_model']}; {threads}; {vers}; {env['date']}"
+
+
+def run_header(env: dict, load0: tuple, load1: tuple, wall_s: float) -> str:
+    """The first two lines of a standalone benchmark's report: the device line and the host's load
+    average at the start and the end of the run (also recorded in ``env``)."""
+    env["load_average"] = {"start": list(load0), "end": list(load1)}
+    return (f"device: {device_line(env)}\nload average (1, 5, 15 min): start "
+            f"{' '.join(f'{x:.2f}' for x in load0)}, end {' '.join(f'{x:.2f}' for x in load1)}; "
+            f"run took {wall_s:.0f} s\n\n")
+
+
+def write_results(stem: str, text: str, data: dict) -> None:
+    """A standalone benchmark's committed results: ``stem.md`` (the report) and ``stem.json``."""
+    import json
+
+    with open(stem + ".md", "w") as f:
+        f.write(text + "\n")
+    with open(stem + ".json", "w") as f:
+        json.dump(data, f, indent=1)
