@@ -13,7 +13,10 @@ your own program, call ``jloss.cache.enable()`` yourself (or set ``jax_compilati
 
 JAX writes a program to the cache only when its compile took at least
 ``jax_persistent_cache_min_compile_time_secs`` (default 1 s); :func:`enable` lowers that to
-:data:`MIN_COMPILE_TIME_S` so that the CLI's sub-second programs are kept too. Programs with host
+:data:`MIN_COMPILE_TIME_S` (0: every program) so that the CLI's sub-second programs are kept too.
+A threshold above 0 made what is cached depend on the machine's load: with 0.05 s, a loaded host
+compiled a small ``jit(mean)`` over the threshold in a second ``jloss fit`` run only, which then
+wrote a new entry (seen in tests/test_cache.py on a clean-clone CI run, 2026-12-07). Programs with host
 callbacks (the progress bar's) are never written by JAX: ``jloss fit --no-progress`` is the run
 that the cache makes fastest.
 """
@@ -31,7 +34,7 @@ from jax.experimental.compilation_cache import compilation_cache as _jax_cache
 __all__ = ["MIN_COMPILE_TIME_S", "cache_dir", "disabled_by_env", "enable", "enabled_dir", "bypassed"]
 
 #: Programs that compile faster than this are not written to the cache (JAX's default is 1 s).
-MIN_COMPILE_TIME_S = 0.05
+MIN_COMPILE_TIME_S = 0.0
 
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
