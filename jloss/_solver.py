@@ -68,8 +68,11 @@ class Solver:
         # The optimizer's update with the data as arguments; in a sweep whose members share the
         # optimizer object, one whose vmap runs a line search's cond branches only where taken.
         self._update = self._plain_update
-        if members is not None and shared_optimizer and self.extra_args and not self.minibatch:
-            self._update = branch_skipping(self._plain_update)
+        self._stored = self._plain_stored
+        if members is not None and not self.minibatch:
+            self._stored = branch_skipping(self._plain_stored)
+            if shared_optimizer and self.extra_args:
+                self._update = branch_skipping(self._plain_update)
 
     # -- evaluation and status ------------------------------------------------------------------
 
@@ -103,21 +106,24 @@ class Solver:
 
     def value_and_grad(self, params, state, fargs):
         if self.reuses_state(state):
-            # optax.value_and_grad_from_state's test, without its lax.cond: under a sweep's vmap
-            # a cond runs both branches (a whole evaluation per step, on a per-member copy of the
-            # data), while a loop of 0 or 1 trips runs only if some member needs it.
-            value = optax.tree.get(state, "value")
-            grad = optax.tree.get(state, "grad")
-
-            def evaluate(s):
-                v, g = jax.value_and_grad(self.fun)(params, *fargs)
-                return jnp.zeros((), bool), v.astype(value.dtype), g
-
-            stored_missing = ~jnp.isfinite(value)
-            _, value, grad = lax.while_loop(lambda s: s[0], evaluate, (stored_missing, value, grad))
-        else:
-            value, grad = jax.value_and_grad(self.fun)(params, *fargs)
+            return self._stored(params, state, tuple(fargs))
+        value, grad = jax.value_and_grad(self.fun)(params, *fargs)
         return strong(value), strong(grad)
+
+    def _plain_stored(self, params, state, fargs):
+        """The value and gradient a line search stored in ``state`` (optax's
+        ``value_and_grad_from_state``), evaluated afresh only when the stored value is not finite
+        (the first step of a fresh state). In a sweep it is batched by ``branch_skipping``, so the
+        evaluation runs only if some member needs it; under JAX's own rule a cond (or a 0-or-1-trip
+        loop, whose evaluation XLA hoists out as loop-invariant) evaluates every step."""
+        value = strong(optax.tree.get(state, "value"))
+        grad = strong(optax.tree.get(state, "grad"))
+
+        def evaluate(_):
+            v, g = jax.value_and_grad(self.fun)(params, *fargs)
+            return strong(v.astype(value.dtype)), strong(jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), g, grad))
+
+        return lax.cond(jnp.isfinite(value), lambda _: (value, grad), evaluate, None)
 
     def status_of(self, finite, grad_norm, step):
         # tol = 0 disables the gradient test: exactly max_steps steps.

@@ -97,6 +97,46 @@ def test_lbfgs_sweep_program_holds_no_per_member_copy_of_the_data():
     assert _per_member_data_shapes(copied, k, n, d) != []
 
 
+def _unconditional_data_products(hlo: str, n: int) -> list[str]:
+    """The ``dot``s against the data (a dimension of size ``n``) that run on every trip of a while
+    loop: those whose computation is a while body itself, not a branch of a conditional in it."""
+    comps: dict[str, list[str]] = {}
+    name = None
+    for line in hlo.splitlines():
+        m = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if m:
+            name = m.group(1)
+            comps[name] = []
+        elif name is not None:
+            comps[name].append(line)
+    bodies = {b for lines in comps.values() for line in lines for b in re.findall(r"body=%?([\w.\-]+)", line)}
+    return [line.strip()[:120] for c in bodies for line in comps.get(c, [])
+            if " dot(" in line and re.search(rf"\b{n}\b", line.split(" dot(")[0])]
+
+
+def test_lbfgs_sweep_evaluates_the_objective_only_inside_conditionals():
+    """In the sweep's loops every evaluation of the objective is a branch that runs only when some
+    member needs it (the line search's, or the fresh-state recompute of the stored value). A
+    0-or-1-trip while for the recompute had its evaluation hoisted out as loop-invariant by XLA:
+    one extra evaluation per step."""
+    n, d = 37, 3
+    X, y = _data(n=n, d=d)
+
+    def run(X, y):
+        return sweep(huber, _params(d), LBFGS, jnp.asarray(DELTAS), args=(X, y), max_steps=20, tol=1e-5,
+                     diff=None).params
+
+    hlo = jax.jit(run).lower(X, y).compile().as_text()
+    assert " dot(" in hlo and re.search(r"conditional\(", hlo)
+    assert _unconditional_data_products(hlo, n) == []
+    # The check can see one: a loop that evaluates on every trip.
+    def descend(i, w):
+        return jax.tree_util.tree_map(lambda a, g: a - 0.1 * g, w, jax.grad(huber)(w, 1.0, X, y))
+
+    looped = jax.jit(lambda X, y: jax.lax.fori_loop(0, 3, descend, _params(d))).lower(X, y).compile().as_text()
+    assert _unconditional_data_products(looped, n) != []
+
+
 def test_lbfgs_sweep_under_an_outer_vmap_over_datasets():
     # The data is batched for real by the outer vmap: the sweep's batching rule (which takes
     # member 0 of data broadcast by a cond) must leave that axis alone.
