@@ -3,7 +3,9 @@
 :class:`ProgressBar` is the host side and the schedule of the callbacks; :data:`RATES` remembers
 the measured speed of each compiled program, so that :func:`quick_on_host` can tell a solve that
 is over before the bar would draw (``minimize`` then runs it without callbacks and draws the
-final line from the host). tqdm is an optional dependency, imported on first use, and used
+final line from the host, but only when that program was already compiled by an eager call
+without a bar: :data:`COMPILED`; compiling it for the switch would be a second compilation of
+the whole solve on a repeated call). tqdm is an optional dependency, imported on first use, and used
 through its public API only.
 """
 
@@ -21,7 +23,7 @@ import numpy as np
 from jloss._result import Status
 from jloss.checks import is_concrete
 
-__all__ = ["ProgressBar", "RATES", "record_rate", "quick_on_host", "import_tqdm", "progress_every", "alive"]
+__all__ = ["ProgressBar", "RATES", "COMPILED", "record_rate", "record_compiled", "quick_on_host", "import_tqdm", "progress_every", "alive"]
 
 
 def import_tqdm(name: str = "minimize"):
@@ -48,21 +50,48 @@ RATES: dict = {}
 MAX_RATES = 256
 
 
+def _remember(store: dict, key: Any, value: Any) -> None:
+    """``store[key] = value``, dropping the oldest entry when ``store`` holds :data:`MAX_RATES`."""
+    if key not in store and len(store) >= MAX_RATES:
+        store.pop(next(iter(store)))  # the oldest entry (dicts keep insertion order)
+    store[key] = value
+
+
 def record_rate(key: Any, rate: float) -> None:
     """Remember the speed of the program ``key`` (dropping the oldest entry when full)."""
-    if key not in RATES and len(RATES) >= MAX_RATES:
-        RATES.pop(next(iter(RATES)))  # the oldest entry (dicts keep insertion order)
-    RATES[key] = rate
+    _remember(RATES, key, rate)
 
 
-def quick_on_host(key: Any, max_steps: int, arrays: tuple) -> bool:
-    """True for an eager call (no tracers) of the program ``key`` whose solve is known to take
-    less than the bar's refresh interval: such a run would only draw its final line, so the host
-    can draw it."""
+#: Call signatures (program key, argument tree, shapes and dtypes) of the eager solves run
+#: without a bar, whose compiled program therefore exists. Bounded like :data:`RATES`.
+COMPILED: dict = {}
+
+
+def call_signature(key: Any, arrays: tuple) -> tuple | None:
+    """What ``jax.jit``'s cache tells the call of program ``key`` on ``arrays`` apart by (the
+    argument tree, shapes, dtypes and weak types); None under tracing (no eager call)."""
+    leaves, tree = jax.tree_util.tree_flatten(arrays)
+    if not all(is_concrete(x) for x in leaves):
+        return None
+    return key, tree, tuple((np.shape(x), getattr(x, "dtype", type(x)), getattr(x, "weak_type", False)) for x in leaves)
+
+
+def record_compiled(key: Any, arrays: tuple) -> None:
+    """Remember that the program ``key`` (without a bar) was called eagerly on such ``arrays``."""
+    signature = call_signature(key, arrays)
+    if signature is not None:
+        _remember(COMPILED, signature, True)
+
+
+def quick_on_host(key: Any, max_steps: int, arrays: tuple, plain_key: Any) -> bool:
+    """True for an eager call of the program ``key`` whose solve is known to take less than the
+    bar's refresh interval (such a run would only draw its final line, so the host can draw it)
+    and whose program without a bar, ``plain_key``, is already compiled for such ``arrays``: the
+    switch must never compile a second program on a repeated call."""
     rate = RATES.get(key)
     if rate is None or max_steps >= rate * ProgressBar.interval:
         return False
-    return all(is_concrete(x) for x in jax.tree_util.tree_leaves(arrays))
+    return call_signature(plain_key, arrays) in COMPILED
 
 
 def alive(next_report: jax.Array) -> jax.Array:

@@ -46,7 +46,7 @@ from jloss._options import (
     resolve_init,
 )
 from jloss._placement import minibatch_options
-from jloss._progress import ProgressBar, import_tqdm, quick_on_host, record_rate
+from jloss._progress import ProgressBar, import_tqdm, quick_on_host, record_compiled, record_rate
 from jloss._result import Result, Status
 from jloss._tree import as_float, init_state, strong
 from jloss.differentiation import resolve_diff
@@ -104,9 +104,11 @@ def minimize(
         and each callback returns the step of the next one from the measured speed, so a quick
         solve calls back only at its start and end and draws only its final line. Once a solve
         is known to take less than 0.1 s (the speed measured on an earlier call of the same
-        program), an eager call runs it without callbacks and draws that final line from the
-        host: JAX dispatches programs with host callbacks through a slower path (about 1-3 ms
-        per call on CPU). Off, nothing is traced. Under your own ``jax.vmap`` the members share
+        program) and its program without a bar exists (an earlier eager call with
+        ``progress=False`` on arrays of the same shapes compiled it), an eager call runs that
+        program and draws the final line from the host: JAX dispatches programs with host
+        callbacks through a slower path (about 1-3 ms per call on CPU). It never compiles a
+        program for that switch, so a repeated call compiles nothing. Off, nothing is traced. Under your own ``jax.vmap`` the members share
         each callback; ``jloss.sweep`` draws one bar for all its members.
       diff: how derivatives w.r.t. ``args`` are computed (:mod:`jloss.differentiation`):
         ``"implicit"`` (default), ``"unrolled"``, ``None``, or ``Implicit(ridge=..., solver_tol=...,
@@ -190,7 +192,9 @@ def minimize(
         **minibatch_options(name, args, batch_size, batch_args),
     )
     arrays = (params0, args, opt_state0, tol, key, offset)
-    if progress and quick_on_host((fun, optimizer, options), max_steps, arrays):
+    if not progress:
+        record_compiled((fun, optimizer, options), arrays)
+    elif quick_on_host((fun, optimizer, options), max_steps, arrays, (fun, optimizer, _without_bar(options))):
         return _solve_drawn_on_host(fun, optimizer, options, arrays)
     return _loops.solve_jit(fun, optimizer, options, *arrays)
 

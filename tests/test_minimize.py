@@ -16,6 +16,7 @@ import scipy.optimize
 import jloss._loops
 import jloss._progress
 from jloss.minimize import Result, Status, minimize
+from trace_events import jax_events
 
 # Optimizers are built once: they are part of minimize's compilation cache key.
 ADAM = optax.adam(0.05)
@@ -598,13 +599,25 @@ def test_progress_callbacks_adapt_to_the_measured_speed(monkeypatch, capfd):
     traced(jnp.zeros(2))  # under jit: the callbacks, which know the speed: start and stop
     assert calls == [0, 400]
     calls.clear()
-    # An eager call of a program known to be quick runs without callbacks (JAX's fast dispatch
-    # path) and draws the same final line from the host; the result is the same.
-    quick = minimize(fun, jnp.zeros(2), opt, max_steps=400, progress=8)
+    # An eager call of a program known to be quick: while its program without a bar does not
+    # exist, the same program (which knows the speed: start and stop), compiling nothing.
+    minimize(fun, jnp.zeros(2), opt, max_steps=400, progress=8)  # the eager program, measured once
+    calls.clear()
+    with jax_events() as counts:
+        minimize(fun, jnp.zeros(2), opt, max_steps=400, progress=8)
+    assert counts["compile"] == 0 and counts["trace"] == 0, counts["names"]
+    assert calls == [0, 400]
+    calls.clear()
+    # Once an eager call without a bar compiled that program, the quick call runs it without
+    # callbacks (JAX's fast dispatch path) and draws the same final line from the host.
+    plain = minimize(fun, jnp.zeros(2), opt, max_steps=400)
+    with jax_events() as counts:
+        quick = minimize(fun, jnp.zeros(2), opt, max_steps=400, progress=8)
+    assert counts["compile"] == 0 and counts["trace"] == 0, counts["names"]
     assert calls == []
-    chex.assert_trees_all_equal(quick, minimize(fun, jnp.zeros(2), opt, max_steps=400))
+    chex.assert_trees_all_equal(quick, plain)
     err = capfd.readouterr().err
-    assert err.count("400/400") == 2 and err.count("max_steps]") == 2  # each run: its final line
+    assert err.count("400/400") == 4 and err.count("max_steps]") == 4  # each run: its final line
     assert "0/400" not in err.replace("400/400", "")
     converged = minimize(fun, jnp.zeros(2), optax.sgd(0.3), max_steps=400, tol=1e-3, progress=True)
     converged = minimize(fun, jnp.zeros(2), optax.sgd(0.3), max_steps=400, tol=1e-3, progress=True)
@@ -640,14 +653,17 @@ def test_progress_under_vmap_and_unrolled_keeps_the_results_and_the_schedule(mon
 
 
 def test_progress_speed_memory_is_bounded(monkeypatch, capfd):
-    # The measured speeds are kept per compiled solve; many distinct objectives must not grow
-    # that memory without bound (a forgotten speed costs one more run with callbacks).
+    # The measured speeds and the compiled signatures are kept per compiled solve; many distinct
+    # objectives must not grow that memory without bound (a forgotten entry costs one more run
+    # with callbacks).
     monkeypatch.setattr(jloss._progress, "RATES", {})
+    monkeypatch.setattr(jloss._progress, "COMPILED", {})
     monkeypatch.setattr(jloss._progress, "MAX_RATES", 2)
     for i in range(4):
         fun = lambda w, i=i: jnp.sum((w - i) ** 2)  # noqa: E731
+        minimize(fun, jnp.zeros(2), optax.sgd(0.1), max_steps=20)
         minimize(fun, jnp.zeros(2), optax.sgd(0.1), max_steps=20, progress=True)
-    assert len(jloss._progress.RATES) == 2
+    assert len(jloss._progress.RATES) == 2 and len(jloss._progress.COMPILED) == 2
     assert capfd.readouterr().err.count("20/20") == 4
 
 
