@@ -12,7 +12,8 @@ the solve (:mod:`jloss.differentiation`) can treat ``args`` as the differentiabl
 The loops, fastest first (see :func:`solve`):
 
 * :func:`run`: the full-batch loop of unguarded steps; for a small state (params, optimizer
-  state and gradient up to :data:`PAIR_MAX_BYTES` together) it takes two steps per iteration,
+  state and gradient up to :data:`PAIR_MAX_BYTES` together) and an optimizer without a line
+  search it takes two steps per iteration,
   with the same result bitwise: on XLA CPU a small problem's step is mostly per-iteration and
   per-thunk overhead, and this runs it about 5-10% faster than the hand-written one-step
   ``lax.scan``;
@@ -21,12 +22,12 @@ The loops, fastest first (see :func:`solve`):
   ``lax.scan`` of ``max_steps`` masked steps for ``diff="unrolled"``);
 * :func:`loop_with_bar`: any of these in chunks between progress callbacks.
 
-Only a run that failed is replayed, up to its last good step (``Solver.recover``).
+Only a run that failed is replayed, up to its last good step, through the same loop
+(:func:`with_replay`).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import jax
@@ -36,7 +37,7 @@ from jax import lax
 from jloss import differentiation
 from jloss._options import Options, member_optimizer
 from jloss._progress import ProgressBar, alive, progress_every
-from jloss._result import RUNNING, Result
+from jloss._result import RUNNING, Result, Status
 from jloss._solver import Carry, Solver
 from jloss._tree import select, tree_bytes
 
@@ -51,6 +52,7 @@ __all__ = [
     "solve_jit",
     "solve_sweep",
     "sweep_jit",
+    "with_replay",
 ]
 
 # The full-batch loop takes two steps per iteration while params, optimizer state and gradient
@@ -78,6 +80,7 @@ def loop_with_bar(
     carry: Any,
     report: Callable,
     chunk_run: Callable | None = None,
+    first: Any = True,
 ) -> Any:
     """:func:`loop` with progress callbacks (``minimize``'s and ``sweep``'s bar).
 
@@ -87,9 +90,11 @@ def loop_with_bar(
     comparison in its condition) and the callback in the outer one. A loop of ``max_steps``
     steps (``diff="unrolled"``'s scan) cannot nest, so there a ``lax.cond`` guards a callback
     per step. ``chunk_run(carry, limit)``, if given, runs a chunk instead of the plain loop of
-    ``body`` (minimize's :func:`run`, two steps per iteration).
+    ``body`` (minimize's :func:`run`, two steps per iteration). ``first`` (a bool, traced or
+    not) is the first callback's ``start`` flag: False for :func:`with_replay`'s second trip,
+    which goes on with the bar the first one opened.
     """
-    state = (carry, report(carry, True))
+    state = (carry, report(carry, first))
     if options.runs_every_step:
 
         def guarded(state):
@@ -116,8 +121,12 @@ def loop_with_bar(
 def pairs(solver: Solver, c: Carry) -> bool:
     """Whether :func:`run` takes two steps per loop iteration: in full-batch mode, when the
     params, optimizer state and gradient together take at most :data:`PAIR_MAX_BYTES` (the
-    paired loop keeps a second copy of them)."""
-    if solver.minibatch or solver.options.max_steps < 2:
+    paired loop keeps a second copy of them), and not for a line search (an optimizer whose
+    state stores the value and gradient it found: optax.lbfgs). The pair puts two copies of the
+    step into the program; a line search's step holds a loop of its own and compiles slowly, so
+    there the second copy cost more than it saved (N=3,000, d=12: compile 3.1 s -> 1.9 s without
+    it, a run of 100 steps 11.5 -> 13.6 ms; 2-core CPU, jax 0.10.2, 2026-12-07)."""
+    if solver.minibatch or solver.options.max_steps < 2 or solver.reuses_state(c.opt_state):
         return False
     return tree_bytes((c.params, c.opt_state, c.grad)) <= PAIR_MAX_BYTES
 
@@ -166,17 +175,19 @@ def run(solver: Solver, c: Carry, limit: Any = None) -> Carry:
     return loop(options, lambda c: _running(c) & (c.step < end), solver.step, c)
 
 
-def run_epochs(solver: Solver, c: Carry) -> Carry:
+def run_epochs(solver: Solver, c: Carry, limit: Any = None) -> Carry:
     """The unguarded minibatch loop, nested: epochs outside, steps inside.
 
     The inner loop closes over the epoch's permutation instead of carrying it, and only the
     epoch's last step (whose evaluation uses the next epoch's first batch) draws a new one,
-    once per epoch; the carry's ``perm`` is the current epoch's between epochs.
+    once per epoch; the carry's ``perm`` is the current epoch's between epochs. It also stops at
+    ``limit`` steps, if given (still running: :func:`with_replay`'s second trip).
     """
     schedule = solver.schedule
+    running = _running if limit is None else (lambda ci: _running(ci) & (ci.step < limit))
 
     def in_epoch(ci):  # the next step's batch is still in this epoch
-        return _running(ci) & ((solver.offset + ci.step + 1) % schedule.n_batches != 0)
+        return running(ci) & ((solver.offset + ci.step + 1) % schedule.n_batches != 0)
 
     def epoch(co):
         perm = co.perm
@@ -188,9 +199,47 @@ def run_epochs(solver: Solver, c: Carry) -> Carry:
             out = solver.step(ci, perm=perm, next_perm=next_perm)
             return out._replace(perm=next_perm)
 
-        return lax.cond(_running(inner), boundary, lambda ci: ci._replace(perm=perm), inner)
+        return lax.cond(running(inner), boundary, lambda ci: ci._replace(perm=perm), inner)
 
-    return lax.while_loop(_running, epoch, c)
+    return lax.while_loop(running, epoch, c)
+
+
+def with_replay(start: Carry, carry: Carry, run_trip: Callable, batched: bool = False) -> Carry:
+    """``run_trip(carry, limit, first)`` (the solve's loop of unguarded steps, stopping at the
+    step count ``limit`` too), then, for a run that failed, its replay: the last good state.
+
+    A run that stopped on a non-finite candidate holds that candidate. It restarts from
+    ``start`` and runs again, through the same loop, up to the step before (the steps are
+    deterministic), then stops with status NONFINITE; it keeps the first run's history (the
+    replay rewrites the same entries). Both trips are one ``lax.while_loop`` around the loop, so
+    the program holds one copy of the loop and its steps: a replay in a loop of its own, with a
+    step of its own, doubled the step's share of the compile time. A run that did not fail takes
+    one trip. ``batched`` (a sweep): the carry has a leading member axis, ``limit`` is per member,
+    and ``run_trip`` stops each replaying member at its limit itself; members that did not fail
+    stay stopped during the second trip.
+    """
+    no_limit = jnp.full(carry.status.shape, jnp.iinfo(jnp.int32).max, jnp.int32)
+
+    def trip(state):
+        c, limit, trips = state
+        c = run_trip(c, limit, trips == 0)
+        failed = (trips == 0) & (c.status == Status.NONFINITE) & (c.step > start.step)
+        limit = jnp.where(failed, c.step - 1, limit)
+        # Replays with nothing to replay (the first step failed) are done at once.
+        restart = start._replace(
+            history=c.history, status=jnp.where(start.step < limit, RUNNING, Status.NONFINITE).astype(jnp.int32)
+        )
+        take = jax.vmap(select) if batched else select
+        c = take(failed, restart, c)
+        if not batched:  # the replay stopped at its limit, still running
+            c = c._replace(status=jnp.where((trips == 1) & _running(c), Status.NONFINITE, c.status))
+        return c, limit, trips + 1
+
+    def more(state):
+        c, _, trips = state
+        return (trips == 0) | jnp.any(_running(c))
+
+    return lax.while_loop(more, trip, (carry, no_limit, jnp.zeros((), jnp.int32)))[0]
 
 
 def solve(
@@ -219,17 +268,21 @@ def solve(
         every = progress_every(options.max_steps, options.progress)
         bar = ProgressBar(options.max_steps, options.name, every=every, key=(fun, optimizer, options))
         report = lambda c, start: bar.report(c.step, _running(c).astype(jnp.int32), c.status, start)  # noqa: E731
-        chunk_run = None if guarded else functools.partial(run, solver)
-        carry = loop_with_bar(options, _running, lambda c: c.step, body, carry, report, chunk_run)
+        if guarded:
+            return solver.finish(loop_with_bar(options, _running, lambda c: c.step, body, carry, report))
+
+        def run_trip(c, limit, first):
+            chunk_run = lambda ci, until: run(solver, ci, jnp.minimum(until, limit))  # noqa: E731
+            running = lambda ci: _running(ci) & (ci.step < limit)  # noqa: E731
+            return loop_with_bar(options, running, lambda ci: ci.step, body, c, report, chunk_run, first)
+
     elif guarded:
-        carry = loop(options, _running, body, carry)
+        return solver.finish(loop(options, _running, body, carry))
     elif solver.minibatch:
-        carry = run_epochs(solver, carry)
+        run_trip = lambda c, limit, first: run_epochs(solver, c, limit)  # noqa: E731
     else:
-        carry = run(solver, carry)
-    if not guarded:
-        carry = solver.recover(start, carry)
-    return solver.finish(carry)
+        run_trip = lambda c, limit, first: run(solver, c, limit)  # noqa: E731
+    return solver.finish(with_replay(start, carry, run_trip))
 
 
 def _solve_with_derivatives(fun, optimizer, options: Options, *arrays) -> Result:
@@ -259,35 +312,41 @@ def solve_sweep(fun, optimizer, options: Options, params0, grid, args, opt_state
     carry = jax.vmap(lambda h, off, p, s: solver(h, off).init(p, s))(grid, offset, params0, opt_state0)
     start = carry
     # Stopped members are frozen; a non-finite candidate stops its member and is undone by
-    # recover() after the loop (unless the loop runs every step: diff="unrolled").
+    # with_replay (unless the loop runs every step: diff="unrolled").
     recovers = not options.runs_every_step
     step_member = jax.vmap(
         lambda h, off, c: solver(h, off).masked_step(c, freeze_nonfinite=not recovers)
     )
+    bar = None
+    if options.progress:
+        every = progress_every(options.max_steps, options.progress)
+        bar = ProgressBar(options.max_steps, options.name, members=k, every=every)
 
     # The loop runs until every member has stopped; stopped members are frozen inside the step.
-    # Its counter ``it`` stays unbatched, so the progress bar's chunks are real loops.
+    # Its counter ``it`` stays unbatched, so the progress bar's chunks are real loops. A member
+    # replaying a failed run (with_replay's second trip) stops at its ``limit``.
     def n_running(c):
         return jnp.sum(c.status == RUNNING, dtype=jnp.int32)
-
-    def body(state):
-        it, c = state
-        return it + 1, step_member(grid, offset, c)
 
     def any_running(state):
         return jnp.any(state[1].status == RUNNING)
 
-    state = (jnp.zeros((), jnp.int32), carry)
-    if options.progress:
-        every = progress_every(options.max_steps, options.progress)
-        report = ProgressBar(options.max_steps, options.name, members=k, every=every).report
-        _, carry = loop_with_bar(
-            options, any_running, lambda s: s[0], body, state, lambda s, start: report(s[0], n_running(s[1]), -1, start)
-        )
-    else:
-        _, carry = loop(options, any_running, body, state)
-    if recovers:
-        carry = jax.vmap(lambda h, off, s, c: solver(h, off).recover(s, c))(grid, offset, start, carry)
+    def run_trip(c, limit, first):
+        def body(state):
+            it, ci = state
+            ci = step_member(grid, offset, ci)
+            if limit is not None:
+                at_limit = (ci.status == RUNNING) & (ci.step >= limit)
+                ci = ci._replace(status=jnp.where(at_limit, Status.NONFINITE, ci.status).astype(jnp.int32))
+            return it + 1, ci
+
+        state = (jnp.zeros((), jnp.int32), c)
+        if bar is None:
+            return loop(options, any_running, body, state)[1]
+        report = lambda s, start: bar.report(s[0], n_running(s[1]), -1, start)  # noqa: E731
+        return loop_with_bar(options, any_running, lambda s: s[0], body, state, report, first=first)[1]
+
+    carry = with_replay(start, carry, run_trip, batched=True) if recovers else run_trip(carry, None, True)
     return jax.vmap(lambda h, off, c: solver(h, off).finish(c))(grid, offset, carry)
 
 

@@ -1,4 +1,4 @@
-"""One minimization problem as ``init``/``step``/``recover``/``finish``: the solver's step semantics.
+"""One minimization problem as ``init``/``step``/``finish``: the solver's step semantics.
 
 The loops around these pieces (the while loop, the paired loop, the epoch-nested minibatch
 loop, the vmapped sweep loop, the progress bar's chunks) are in :mod:`jloss._loops`. Everything
@@ -9,10 +9,11 @@ Two kinds of step:
 
 * :meth:`Solver.step` takes the candidate update unguarded: a loop that runs only while the
   status is running needs no select per leaf, a non-finite candidate stops it with status
-  NONFINITE, and :meth:`Solver.recover` restores the last good state afterwards;
+  NONFINITE, and :func:`jloss._loops.with_replay` restores the last good state afterwards (a
+  replay through the same loop);
 * :meth:`Solver.masked_step` is a no-op for a stopped run (under ``jax.vmap``, a stopped
   member) and, with ``freeze_nonfinite``, does not accept a non-finite candidate: for loops that
-  run every step regardless (``diff="unrolled"``'s scan, the replay in ``recover``).
+  run every step regardless (``diff="unrolled"``'s scan) and ``sweep``'s batched loop.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Carry(NamedTuple):
 
 class Solver:
     """The pieces of one solve of ``fun(params, *args)`` with ``optimizer``: :meth:`init`,
-    :meth:`step`/:meth:`masked_step`, :meth:`recover`, :meth:`finish`. In minibatch mode it owns
+    :meth:`step`/:meth:`masked_step`, :meth:`finish`. In minibatch mode it owns
     the :class:`~jloss._batching.MinibatchSchedule` (``schedule``; None in full-batch mode)."""
 
     def __init__(self, fun, optimizer, options: Options, args: tuple, tol, key, offset, members: int | None = None,
@@ -66,13 +67,15 @@ class Solver:
         # the rest is the data every member shares (see value_fn). None outside a sweep.
         self.members = members
         # The optimizer's update with the data as arguments; in a sweep whose members share the
-        # optimizer object, one whose vmap runs a line search's cond branches only where taken.
-        self._update = self._plain_update
+        # optimizer object and run a line search, one whose vmap runs the line search's cond
+        # branches only where taken (an optimizer without one, Adam, keeps JAX's own vmap: the
+        # interpreter would only trace its update twice).
+        self._skipping_update = None
         self._stored = self._plain_stored
         if members is not None and not self.minibatch:
             self._stored = branch_skipping(self._plain_stored)
             if shared_optimizer and self.extra_args:
-                self._update = branch_skipping(self._plain_update)
+                self._skipping_update = branch_skipping(self._plain_update)
 
     # -- evaluation and status ------------------------------------------------------------------
 
@@ -169,7 +172,10 @@ class Solver:
         perm = perm if known else c.perm
         fargs = self.batch_args(perm, t)
         if self.extra_args:
-            updates, state1 = self._update(c.grad, c.opt_state, c.params, c.value, tuple(fargs))
+            update = self._plain_update
+            if self._skipping_update is not None and self.reuses_state(c.opt_state):
+                update = self._skipping_update
+            updates, state1 = update(c.grad, c.opt_state, c.params, c.value, tuple(fargs))
         else:
             updates, state1 = self.optimizer.update(c.grad, c.opt_state, c.params)
         params1 = optax.apply_updates(c.params, updates)
@@ -194,7 +200,8 @@ class Solver:
 
     def step(self, c: Carry, perm: Any = None, next_perm: Any = None) -> Carry:
         """One unguarded update and the evaluation at the new params (for a loop that runs only
-        while ``c`` is running; a non-finite candidate stops it, see :meth:`recover`).
+        while ``c`` is running; a non-finite candidate stops it, see
+        :func:`jloss._loops.with_replay`).
 
         In minibatch mode the step reads this epoch's permutation from ``c.perm`` and takes the
         next step's from a ``lax.cond`` (a new one at an epoch boundary), unless the caller knows
@@ -215,9 +222,9 @@ class Solver:
         ``freeze_nonfinite``: a non-finite candidate is not accepted either (the carry keeps the
         last good state); that costs a select per leaf of params and optimizer state every step.
         Without it (``jloss.sweep``'s batched loop) non-finite candidates are taken (they stop
-        the member, and :meth:`recover` restores its last good state): the select then depends
-        on the status at the start of the step only, so XLA fuses it into the update instead of
-        a pass of its own.
+        the member, and :func:`jloss._loops.with_replay` restores its last good state): the
+        select then depends on the status at the start of the step only, so XLA fuses it into
+        the update instead of a pass of its own.
         """
         running = c.status == RUNNING
         given = c
@@ -252,32 +259,6 @@ class Solver:
         it reuses this epoch's permutation rather than drawing one (a sort of N keys: 80 ms for
         N = 100,000 on CPU) for an epoch that never starts."""
         return c.step + 1 < self.options.max_steps
-
-    def recover(self, start: Carry, end: Carry) -> Carry:
-        """The last good state of a run of unguarded steps from ``start`` that ended in ``end``.
-
-        A run that stopped on a non-finite candidate holds that candidate. It is replayed from
-        ``start`` with masked steps up to the step before (the steps are deterministic), and
-        keeps the first run's status and history. The replay is a while loop whose trip count is
-        0 for a run that did not fail, so it costs nothing then; under ``jax.vmap`` only the
-        failed members replay.
-        """
-        failed = (end.status == Status.NONFINITE) & (end.step > start.step)
-        last_good = end.step - 1
-
-        def more(c):
-            return failed & (c.step < last_good) & (c.status == RUNNING)
-
-        replay = lax.while_loop(more, self.masked_step, start)
-        take = lambda new, old: select(failed, new, old)  # noqa: E731
-        return end._replace(
-            params=take(replay.params, end.params),
-            opt_state=take(replay.opt_state, end.opt_state),
-            value=take(replay.value, end.value),
-            grad=take(replay.grad, end.grad),
-            step=jnp.where(failed, replay.step, end.step),
-            perm=take(replay.perm, end.perm) if self.minibatch else None,
-        )
 
     def finish(self, c: Carry) -> Result:
         status = c.status

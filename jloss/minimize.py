@@ -16,7 +16,7 @@ below, each importing only the ones under it:
 * :mod:`jloss._options` (static options, host checks), :mod:`jloss._progress` (the bar),
   :mod:`jloss._batching` (the minibatch schedule), :mod:`jloss._placement` (shardings),
   :mod:`jloss.differentiation` (derivative rules around a primal solve passed in);
-* :mod:`jloss._solver` (``init``/``step``/``recover``/``finish``), :mod:`jloss._loops` (the
+* :mod:`jloss._solver` (``init``/``step``/``finish``), :mod:`jloss._loops` (the
   loops and the compiled solves of ``minimize`` and ``sweep``).
 """
 

@@ -16,6 +16,7 @@ import scipy.optimize
 import jloss._loops
 import jloss._progress
 from jloss.minimize import Result, Status, minimize
+from jloss.sweep import sweep
 from trace_events import jax_events
 
 # Optimizers are built once: they are part of minimize's compilation cache key.
@@ -398,6 +399,44 @@ def test_two_steps_per_iteration_only_for_small_states():
 
     small, large = n_while(jnp.zeros(3)), n_while(jnp.zeros(200_000))  # 3 x 800 KB with Adam
     assert small == large + 1, (small, large)
+
+
+class CountingUpdates:
+    """``optimizer`` with a Python counter of its ``update`` calls: how many copies of the step
+    the traced program holds (a copy is traced once; ``update`` is called directly, so no JAX
+    tracing cache hides one)."""
+
+    def __init__(self, optimizer):
+        self.calls = 0
+
+        def update(*args, **kwargs):
+            self.calls += 1
+            return optimizer.update(*args, **kwargs)
+
+        extra = isinstance(optimizer, optax.GradientTransformationExtraArgs)
+        kind = optax.GradientTransformationExtraArgs if extra else optax.GradientTransformation
+        self.optimizer = kind(optimizer.init, update)
+
+
+@pytest.mark.parametrize("name, make, small, large, swept", [
+    ("adam", lambda: optax.adam(0.1), 3, 1, 1),  # small state: a pair (2 copies) and the odd-count tail
+    # a line search: no pair (its step compiles slowly); the sweep's one copy is traced twice
+    # (jloss._shared.branch_skipping traces it for the primal and for its batching rule)
+    ("lbfgs", optax.lbfgs, 1, 1, 2),
+])
+def test_the_program_holds_one_copy_of_each_loop_step(name, make, small, large, swept):
+    # A failed run is replayed through the same loop (an outer loop of at most two trips), not a
+    # loop of its own: the replay adds no copy of the step. Before, each program held one more
+    # (minimize adam: 4 and 2, lbfgs: 4 and 2, sweep: 2 and 4), and compiled that much longer.
+    for d, copies in ((3, small), (200_000, large)):  # 200,000 params: 3 x 800 KB with Adam
+        counting = CountingUpdates(make())
+        jax.make_jaxpr(lambda p: minimize(lambda w: jnp.sum((w - 1.0) ** 2), p, counting.optimizer, max_steps=10))(
+            jnp.zeros(d))
+        assert counting.calls == copies, (name, d, counting.calls)
+    counting = CountingUpdates(make())
+    jax.make_jaxpr(lambda g: sweep(lambda w, h: h * jnp.sum((w - 1.0) ** 2), jnp.zeros(3), counting.optimizer, g,
+                                   max_steps=10))(jnp.array([1.0, 2.0]))
+    assert counting.calls == swept, (name, "sweep", counting.calls)
 
 
 # ----------------------------------------------------------------------------------------------
