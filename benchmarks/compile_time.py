@@ -90,16 +90,18 @@ def workloads(grid: dict) -> list[Workload]:
 
 
 def measure(w: Workload, impl: str, n: int, d: int, steady_calls: int) -> dict:
-    """One repetition of one row: a fresh build, its first call (events and wall), a second call
-    with new arrays (events: must be none), then steady-state calls."""
+    """One repetition of one row: a fresh build, its first call (events and wall), for jloss a
+    second call with new arrays (events: must be none), then steady-state calls."""
     first_args, new_args = inputs(w, n, d, 0), inputs(w, n, d, 1)
     call = build(w, impl, d)
     with compile_events() as first:
         t0 = time.perf_counter()
         jax.block_until_ready(call(*first_args))
         first_s = time.perf_counter() - t0
-    with compile_events() as repeat:
-        jax.block_until_ready(call(*new_args))
+    repeat = {"traces": None, "compiles": None}
+    if impl == "jloss":  # not the scan: a call of its L-BFGS vmap takes seconds, and jax.jit's cache is not in question
+        with compile_events() as repeat:
+            jax.block_until_ready(call(*new_args))
     steady: list[float] = []  # on the first call's arrays: the run time differs with the data (line searches)
     while not steady or (len(steady) < steady_calls and sum(steady) < STEADY_BUDGET_S):
         t0 = time.perf_counter()
@@ -107,12 +109,19 @@ def measure(w: Workload, impl: str, n: int, d: int, steady_calls: int) -> dict:
         steady.append(time.perf_counter() - t0)
     steady_s = statistics.median(steady)
     out = {k: first[k] for k in ("trace_s", "lower_s", "backend_s", "compile_s", "traces", "lowerings", "compiles",
-                                 "programs")}
+                                 "programs", "program_backend_s")}
     out.update(first_s=first_s, steady_s=steady_s, steady_calls=len(steady), wall_compile_s=first_s - steady_s,
                repeat_traces=repeat["traces"], repeat_compiles=repeat["compiles"])
     if first["traces"] == 0:
         out["error"] = "the first call traced nothing: a program was cached in memory"
     return out
+
+
+def _per_program(ms: list[dict]) -> list[float] | None:
+    """The median backend seconds of each program of the first call, over the repetitions."""
+    if any(m["programs"] != ms[0]["programs"] for m in ms):
+        return None
+    return [statistics.median(m["program_backend_s"][i] for m in ms) for i in range(len(ms[0]["programs"]))]
 
 
 def in_process(grid: dict, warmup: dict | None, log) -> list[dict]:
@@ -143,9 +152,9 @@ def in_process(grid: dict, warmup: dict | None, log) -> list[dict]:
             med = {k: statistics.median(m[k] for m in ms)
                    for k in ("trace_s", "lower_s", "backend_s", "compile_s", "first_s", "steady_s", "wall_compile_s")}
             cell[impl] = {**med, "traces": max(m["traces"] for m in ms), "compiles": max(m["compiles"] for m in ms),
-                          "programs": ms[0]["programs"],
-                          "repeat_traces": max(m["repeat_traces"] for m in ms),
-                          "repeat_compiles": max(m["repeat_compiles"] for m in ms),
+                          "programs": ms[0]["programs"], "program_backend_s": _per_program(ms),
+                          "repeat_traces": None if impl == "scan" else max(m["repeat_traces"] for m in ms),
+                          "repeat_compiles": None if impl == "scan" else max(m["repeat_compiles"] for m in ms),
                           "compile_s_all": [m["compile_s"] for m in ms], "errors": errors}
         j, s = cell["jloss"], cell["scan"]
         cell["ratio"] = j["compile_s"] / s["compile_s"]
@@ -269,8 +278,17 @@ def markdown(cells: list[dict], cli: dict, grid: dict, quick: bool) -> str:
               "zero recompiles on a repeated call (new arrays, same shapes): "
               + ("yes, every jloss row 0 traces / 0 compiles" if all(c["zero_recompiles"] for c in cells) else "NO")
               + ".", ""]
+    noisy = [f"{c['workload']} {impl} ({_s(c[impl]['steady_s'])} a call)" for c in cells for impl in IMPLS
+             if c[impl]["steady_s"] > 0.25 * c[impl]["compile_s"]]
+    if noisy:
+        lines += ["first call − steady is only as good as the steady time is stable: unreliable where a call "
+                  f"itself takes a large part of the compile time ({', '.join(noisy)}); the event sums are the "
+                  "figures compared.", ""]
     for c in cells:
-        lines.append(f"- {c['workload']}: {c['describe']}; jloss compiles {', '.join(c['jloss']['programs'])}.")
+        j = c["jloss"]
+        progs = j["programs"] if j["program_backend_s"] is None else \
+            [f"{name} ({s:.3f} s)" for name, s in zip(j["programs"], j["program_backend_s"])]
+        lines.append(f"- {c['workload']}: {c['describe']}; jloss compiles {', '.join(progs)} (backend, median).")
     lines += ["", "## Second-run latency of the command line (subprocesses, `JLOSS_CACHE_DIR` a fresh temporary "
               "directory)", ""]
     head = "| command | cold (empty cache) | warm (same cache) | warm / cold | `--no-cache` | runs (cold, warm / no-cache) | cache entries written |"

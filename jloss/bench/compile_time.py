@@ -39,9 +39,10 @@ CACHE_MISSES = "/jax/compilation_cache/cache_misses"
 def compile_events() -> Iterator[dict]:
     """JAX's compile events inside the block: ``{"trace_s", "lower_s", "backend_s", "compile_s"
     (their sum), "traces", "lowerings", "compiles", "cache_hits", "cache_misses", "programs" (the
-    names of the programs compiled or loaded)}``."""
+    names of the programs compiled or loaded), "program_backend_s" (the backend seconds of each)}``."""
     out = {"trace_s": 0.0, "lower_s": 0.0, "backend_s": 0.0, "traces": 0, "lowerings": 0, "compiles": 0,
-           "cache_hits": 0, "cache_misses": 0, "programs": []}
+           "cache_hits": 0, "cache_misses": 0, "programs": [],
+           "program_backend_s": []}
     counts = {"trace": "traces", "lower": "lowerings", "backend": "compiles"}
 
     def on_duration(event, duration, **kwargs):
@@ -51,6 +52,7 @@ def compile_events() -> Iterator[dict]:
             out[counts[part]] += 1
             if part == "backend":
                 out["programs"].append(str(kwargs.get("fun_name")))
+                out["program_backend_s"].append(duration)
 
     def on_event(event, **kwargs):
         if event == CACHE_HITS:
