@@ -4,7 +4,7 @@
     python benchmarks/compile_time.py --quick    # tiny sizes, stdout only (what the test runs)
 
 Huber regression (``jloss/bench/problems.py``), N = 3,000, d = 12, float32. Four workloads
-(``jloss.bench.compile_time.Workload``), each built by ``jloss.bench.compile_time.build``:
+(``jloss.bench.compile_time.CompileWorkload``), each built by ``jloss.bench.compile_time.build``:
 
 * ``jloss.minimize`` with ``optax.adam(0.05)``, 500 steps, tol 1e-5;
 * ``jloss.minimize`` with ``optax.lbfgs()``, 200 steps, tol 1e-5;
@@ -53,7 +53,7 @@ sys.path.insert(0, ROOT)  # the checkout's jloss, installed or not
 
 import jax  # noqa: E402
 
-from jloss.bench.compile_time import Workload, build, compile_events, inputs  # noqa: E402
+from jloss.bench.compile_time import CompileWorkload, build, compile_events, inputs  # noqa: E402
 from jloss.bench.env import environment, run_header, write_results  # noqa: E402
 from jloss.bench.harness import Config  # noqa: E402
 
@@ -75,12 +75,13 @@ PROBE = ("import json, sys\n"
          "sys.exit(rc)\n")
 
 
-def workloads(grid: dict) -> list[Workload]:
+def workloads(grid: dict) -> list[CompileWorkload]:
     return [
-        Workload("minimize (Adam)", "adam", grid["adam_steps"]),
-        Workload("minimize (L-BFGS)", "lbfgs", grid["lbfgs_steps"]),
-        Workload(f"sweep (Adam, K={grid['k_adam']})", "adam", grid["adam_steps"], grid["k_adam"]),
-        Workload(f"sweep (L-BFGS, K={grid['k_lbfgs']})", "lbfgs", grid["lbfgs_steps"], grid["k_lbfgs"], history=False),
+        CompileWorkload("minimize (Adam)", "adam", grid["adam_steps"]),
+        CompileWorkload("minimize (L-BFGS)", "lbfgs", grid["lbfgs_steps"]),
+        CompileWorkload(f"sweep (Adam, K={grid['k_adam']})", "adam", grid["adam_steps"], grid["k_adam"]),
+        CompileWorkload(f"sweep (L-BFGS, K={grid['k_lbfgs']})", "lbfgs", grid["lbfgs_steps"], grid["k_lbfgs"],
+                        history=False),
     ]
 
 
@@ -89,7 +90,7 @@ def workloads(grid: dict) -> list[Workload]:
 # ----------------------------------------------------------------------------------------------
 
 
-def measure(w: Workload, impl: str, n: int, d: int, steady_calls: int) -> dict:
+def measure(w: CompileWorkload, impl: str, n: int, d: int, steady_calls: int) -> dict:
     """One repetition of one row: a fresh build, its first call (events and wall), for jloss a
     second call with new arrays (events: must be none), then steady-state calls."""
     first_args, new_args = inputs(w, n, d, 0), inputs(w, n, d, 1)
@@ -141,7 +142,8 @@ def in_process(grid: dict, warmup: dict | None, log) -> list[dict]:
             m = measure(w, impl, grid["n"], grid["d"], grid["steady_calls"])
             reps[(w.name, impl)].append(m)
             log(f"round {r + 1}/{grid['repeats']}: {w.name} {impl}: compile {m['compile_s']:.2f} s "
-                f"(backend {m['backend_s']:.2f} s), first call {m['first_s']:.2f} s, steady {m['steady_s'] * 1e3:.1f} ms")
+                f"(backend {m['backend_s']:.2f} s), first call {m['first_s']:.2f} s, "
+                f"steady {m['steady_s'] * 1e3:.1f} ms")
     cells = []
     for w in ws:
         cell = {"workload": w.name, "describe": w.describe(), "optimizer": w.optimizer, "steps": w.steps,
@@ -258,7 +260,8 @@ def markdown(cells: list[dict], cli: dict, grid: dict, quick: bool) -> str:
     warm = "no warm-up round (quick)" if quick else "after a warm-up round"
     lines = [f"## Compile time of the first call (persistent cache off; Huber, N={grid['n']:,}, d={grid['d']}, "
              f"float32; median of {grid['repeats']} fresh builds, {warm})", ""]
-    head = ("| workload | jloss: trace + lower + backend = compile | hand-fused scan: trace + lower + backend = compile | "
+    head = ("| workload | jloss: trace + lower + backend = compile | "
+            "hand-fused scan: trace + lower + backend = compile | "
             f"jloss / scan | ≤ {TARGET:g}x | first call − steady: jloss, scan (ratio) | programs (jloss, scan) | "
             "repeated call: traces / compiles |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
@@ -291,11 +294,13 @@ def markdown(cells: list[dict], cli: dict, grid: dict, quick: bool) -> str:
         lines.append(f"- {c['workload']}: {c['describe']}; jloss compiles {', '.join(progs)} (backend, median).")
     lines += ["", "## Second-run latency of the command line (subprocesses, `JLOSS_CACHE_DIR` a fresh temporary "
               "directory)", ""]
-    head = "| command | cold (empty cache) | warm (same cache) | warm / cold | `--no-cache` | runs (cold, warm / no-cache) | cache entries written |"
+    head = ("| command | cold (empty cache) | warm (same cache) | warm / cold | `--no-cache` | "
+            "runs (cold, warm / no-cache) | cache entries written |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for r in cli["rows"]:
         nc = _s(r["no_cache_s"]) if r["no_cache_s"] is not None else "n/a"
-        lines.append(f"| `{r['command']}` | {_s(r['cold_s'])} | {_s(r['warm_s'])} | {r['warm_over_cold']:.2f}x | {nc} | "
+        lines.append(f"| `{r['command']}` | {_s(r['cold_s'])} | {_s(r['warm_s'])} | {r['warm_over_cold']:.2f}x | "
+                     f"{nc} | "
                      f"{r['runs']} / {r['no_cache_runs']} | {r['cache_entries']} |")
     lines.append(f"| `python -c \"import jloss.cli\"` (floor: interpreter + imports) | {_s(cli['floor_s'])} | | | | "
                  f"{cli['floor_runs']} | |")
@@ -308,7 +313,8 @@ def markdown(cells: list[dict], cli: dict, grid: dict, quick: bool) -> str:
         lines.append(
             f"- warm `{r['command']}` still traces {e['traces']} programs ({e['trace_s']:.3f} s) and lowers "
             f"{e['lowerings']} ({e['lower_s']:.3f} s); of {e['compiles']} backend compiles {e['cache_hits']} were "
-            f"loaded from the cache, {e['cache_misses']} missed it and {e['compiles'] - e['cache_hits'] - e['cache_misses']} "
+            f"loaded from the cache, {e['cache_misses']} missed it and "
+            f"{e['compiles'] - e['cache_hits'] - e['cache_misses']} "
             f"compiled without a lookup (host callbacks) ({e['backend_s']:.3f} s in all): "
             f"{e['compile_s']:.3f} s of compile work left, of {_s(r['warm_s'])} (floor {_s(cli['floor_s'])}).")
     return "\n".join(lines)

@@ -45,11 +45,13 @@ def test_the_compile_time_script_runs_in_quick_mode():
     assert summary and int(summary.group(1)) == len(passed), text
     assert "zero recompiles on a repeated call (new arrays, same shapes): yes" in text, text
 
-    fit = re.search(r"\| `jloss fit --no-progress` \| ([\d.]+) s \| ([\d.]+) s \| ([\d.]+)x \| n/a \| 1 / 0 \| (\d+) \|", text)
+    fit = re.search(r"\| `jloss fit --no-progress` \| ([\d.]+) s \| ([\d.]+) s \| ([\d.]+)x \| n/a \| 1 / 0 \| "
+                    r"(\d+) \|", text)
     assert fit, text
     cold, warm, ratio, entries = (float(x) for x in fit.groups())
     assert abs(ratio - warm / cold) <= 0.005 + 0.001 * ratio / cold and entries >= 1, fit.group(0)
-    assert re.search(r"\| `python -c \"import jloss.cli\"` \(floor: interpreter \+ imports\) \| [\d.]+ s \|", text), text
+    floor = r"\| `python -c \"import jloss.cli\"` \(floor: interpreter \+ imports\) \| [\d.]+ s \|"
+    assert re.search(floor, text), text
     events = re.search(r"warm `jloss fit --no-progress` still traces (\d+) programs .* of (\d+) backend compiles "
                        r"(\d+) were loaded from the cache, (\d+) missed it and (\d+) compiled without a lookup", text)
     assert events, text

@@ -96,7 +96,7 @@ def lbfgs_scan(fun: Callable, optimizer: optax.GradientTransformationExtraArgs, 
 
 
 @dataclasses.dataclass(frozen=True)
-class Workload:
+class CompileWorkload:
     """One workload: ``minimize`` (``members`` None) or ``sweep`` over ``members`` Huber deltas."""
 
     name: str
@@ -129,7 +129,7 @@ def fresh_fun(sweep_member: bool) -> Callable:
     return fun
 
 
-def inputs(w: Workload, n: int, d: int, seed: int) -> tuple:
+def inputs(w: CompileWorkload, n: int, d: int, seed: int) -> tuple:
     """The call's arrays, ``(X, y)`` or ``(deltas, X, y)``; another ``seed`` gives new arrays of the same shapes."""
     X, y = huber_problem(n, d, seed)
     data = (jnp.asarray(X), jnp.asarray(y))
@@ -139,7 +139,7 @@ def inputs(w: Workload, n: int, d: int, seed: int) -> tuple:
     return (jnp.asarray(deltas), *data)
 
 
-def build(w: Workload, impl: str, d: int) -> Callable[..., Any]:
+def build(w: CompileWorkload, impl: str, d: int) -> Callable[..., Any]:
     """``call(*inputs)`` for ``impl`` ``"jloss"`` or ``"scan"``, with a fresh ``fun``, a fresh
     optimizer and (for the scan) a fresh ``jax.jit``: its first call traces and compiles everything."""
     fun, opt = fresh_fun(w.members is not None), fresh_optimizer(w.optimizer)
