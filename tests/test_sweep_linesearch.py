@@ -47,9 +47,13 @@ def _params(d, dtype=jnp.float32):
     return {"w": jnp.zeros(d, dtype), "b": jnp.zeros((), dtype)}
 
 
+def _member_objective(p, delta, X, y):
+    return huber(p, delta, X, y)
+
+
 def _member(delta, X, y, **kw):
-    return minimize(lambda p, dl, X, y: huber(p, dl, X, y), _params(X.shape[1], X.dtype), LBFGS,
-                    args=(delta, X, y), **kw)
+    # One function object for every member: the loop of minimize calls compiles once.
+    return minimize(_member_objective, _params(X.shape[1], X.dtype), LBFGS, args=(delta, X, y), **kw)
 
 
 @pytest.mark.parametrize("x64", [False, True])
