@@ -36,7 +36,6 @@ Ratios are the figures to quote (one run, side by side), not absolute times. Pro
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -54,7 +53,7 @@ sys.path.insert(0, ROOT)  # the checkout's jloss, installed or not
 import jax  # noqa: E402
 
 from jloss.bench.compile_time import CompileWorkload, build, compile_events, inputs  # noqa: E402
-from jloss.bench.env import environment, run_header, write_results  # noqa: E402
+from jloss.bench.env import environment, log, run_header, script_parser, write_results  # noqa: E402
 from jloss.bench.harness import Config  # noqa: E402
 
 FULL = {"n": 3_000, "d": 12, "adam_steps": 500, "lbfgs_steps": 200, "k_adam": 8, "k_lbfgs": 48, "repeats": 4,
@@ -321,8 +320,7 @@ def markdown(cells: list[dict], cli: dict, grid: dict, quick: bool) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes, stdout only")
+    p = script_parser(__doc__)
     p.add_argument("--repeats", type=int, help="fresh builds per row (default: 4; quick 1)")
     p.add_argument("--cli-repeats", type=int, help="cold and warm runs per command (default: 3; quick 1)")
     p.add_argument("--no-cli", action="store_true", help="leave out the command-line part")
@@ -333,9 +331,6 @@ def main(argv=None) -> int:
     if args.cli_repeats:
         grid["cli_repeats"] = args.cli_repeats
     cfg = Config(quick=args.quick)
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
 
     load0, t_start = os.getloadavg(), time.perf_counter()
     cells = in_process(grid, None if args.quick else QUICK, log)

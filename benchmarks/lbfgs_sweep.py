@@ -21,7 +21,6 @@ Ratios are the figures to quote (one run, side by side), not absolute times. Pro
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -29,7 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the checkout's jloss, installed or not
 
-from jloss.bench.env import environment, run_header, write_results  # noqa: E402
+from jloss.bench.env import environment, log, run_header, script_parser, write_results  # noqa: E402
 from jloss.bench.harness import Config, run_case  # noqa: E402
 from jloss.bench.sweeps import LBFGS_SWEEP_TARGET, lbfgs_sweep_case  # noqa: E402
 
@@ -84,16 +83,11 @@ def markdown(cells: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes, stdout only")
-    p.add_argument("--case-budget", type=float, default=8.0, help="seconds of timed calls per K (full mode)")
+    p = script_parser(__doc__, case_budget=8.0, per="K")
     args = p.parse_args(argv)
     grid = QUICK if args.quick else FULL
     cfg = Config(quick=args.quick, repeats=3 if args.quick else 7, case_budget_s=args.case_budget,
                  max_repeats=41, target_repeats=11)
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
 
     load0, t_start = os.getloadavg(), time.perf_counter()
     cells, raw = [], []

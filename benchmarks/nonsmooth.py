@@ -18,7 +18,6 @@ coefficients' relative distance (targets: 1e-7 and 1e-5), and the times. Progres
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -37,7 +36,7 @@ from scipy.optimize import linprog  # noqa: E402
 
 import jloss  # noqa: E402
 from jloss import nonsmooth  # noqa: E402
-from jloss.bench.env import write_results  # noqa: E402
+from jloss.bench.env import script_parser, write_results  # noqa: E402
 
 FULL = [(1_000, 5), (5_000, 10), (20_000, 20)]
 QUICK = [(200, 3)]
@@ -148,8 +147,7 @@ def environment() -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes, stdout only")
+    p = script_parser(__doc__)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
     rows = run(QUICK if args.quick else FULL, 2 if args.quick else args.repeats)

@@ -24,7 +24,6 @@ absolute times. Progress on stderr.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -37,7 +36,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from jloss.bench.env import environment, run_header, write_results  # noqa: E402
+from jloss.bench.env import environment, log, run_header, script_parser, write_results  # noqa: E402
 from jloss.bench.harness import Case, Config, Target, Variant, run_case  # noqa: E402
 from jloss.bench.problems import (  # noqa: E402
     fused_scan, huber_objective, huber_problem, jloss_minimize, linear_params, python_loop, result_loss,
@@ -225,16 +224,11 @@ def plot(cells: list[dict], over: dict, path: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes, stdout only")
-    p.add_argument("--case-budget", type=float, default=6.0, help="seconds of timed calls per cell (full mode)")
+    p = script_parser(__doc__, case_budget=6.0, per="cell")
     args = p.parse_args(argv)
     grid = QUICK if args.quick else FULL
     cfg = Config(quick=args.quick, repeats=3 if args.quick else 5, case_budget_s=args.case_budget,
                  max_repeats=25, target_repeats=9)
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
 
     load0, t_start = os.getloadavg(), time.perf_counter()
     over = dispatch_overhead(cfg, grid["steps"], log)

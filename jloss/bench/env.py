@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import importlib
 import importlib.util
 import os
 import platform
+import sys
 
 import jax
 import numpy as np
@@ -136,3 +138,19 @@ def write_results(stem: str, text: str, data: dict) -> None:
         f.write(text + "\n")
     with open(stem + ".json", "w") as f:
         json.dump(data, f, indent=1)
+
+
+def script_parser(doc: str, case_budget: float | None = None, per: str = "case") -> argparse.ArgumentParser:
+    """The argument parser of a standalone benchmark in ``benchmarks/``: described by the first
+    line of its docstring ``doc``, with ``--quick`` and, given a default, ``--case-budget``."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, stdout only")
+    if case_budget is not None:
+        p.add_argument("--case-budget", type=float, default=case_budget,
+                       help=f"seconds of timed calls per {per} (full mode)")
+    return p
+
+
+def log(msg: str) -> None:
+    """A standalone benchmark's progress line, on stderr (stdout is the report)."""
+    print(msg, file=sys.stderr, flush=True)
