@@ -13,10 +13,9 @@ The loops, fastest first (see :func:`solve`):
 
 * :func:`run`: the full-batch loop of unguarded steps; for a small state (params, optimizer
   state and gradient up to :data:`PAIR_MAX_BYTES` together) and an optimizer without a line
-  search it takes two steps per iteration,
-  with the same result bitwise: on XLA CPU a small problem's step is mostly per-iteration and
-  per-thunk overhead, and this runs it about 5-10% faster than the hand-written one-step
-  ``lax.scan``;
+  search it takes two steps per iteration (an odd count too: no loop of single steps
+  follows), with the same result bitwise: on XLA CPU a small problem's step is mostly
+  per-iteration and per-thunk overhead, and pairs run it about 5-10% faster;
 * :func:`run_epochs`: the minibatch loop, nested (epochs outside, steps inside);
 * :func:`loop`: a plain ``lax.while_loop``, or what ``options.diff`` runs instead (a
   ``lax.scan`` of ``max_steps`` masked steps for ``diff="unrolled"``);
@@ -138,41 +137,47 @@ def run(solver: Solver, c: Carry, limit: Any = None) -> Carry:
     of a while loop costs a few microseconds besides its thunks, and XLA shares work between
     the two steps (the step counter, the bias corrections), so a small problem runs about 5-10%
     faster. The second step of a pair runs even when the first one stopped the run
-    (converged or non-finite); the loop then keeps the first step's state, which it carries
-    alongside, and puts the history entry back: the result is the one-step loop's, bitwise.
-    The pairs stop two steps short of ``max_steps`` (or ``limit``) and single steps finish.
+    (converged, non-finite, ``max_steps``) or reached ``limit``; the loop then keeps the first
+    step's state, which it carries alongside, and puts back the history entry the second step
+    overwrote: the result is the one-step loop's, bitwise. So an odd count needs no loop of
+    single steps after the pairs (which put a third copy of the step into the program and
+    compiled about 20% longer).
     """
     options = solver.options
     n = options.max_steps
     end = n if limit is None else jnp.minimum(limit, n)
-    if pairs(solver, c):
+    if not pairs(solver, c):
+        return loop(options, lambda c: _running(c) & (c.step < end), solver.step, c)
 
-        def two_steps(state):
-            c0, _, _ = state
-            c1 = solver.step(c0)
-            c2 = solver.step(c1)
-            first_stopped = ~_running(c1)
-            c2 = c2._replace(status=jnp.where(first_stopped, c1.status, c2.status))
-            return c2, c1._replace(history=None), first_stopped
+    def two_steps(state):
+        c0 = state[0]
+        c1 = solver.step(c0)
+        i = jnp.minimum(c1.step, n - 1)  # where the second step writes its history entry
+        saved = None if c1.history is None else c1.history[i]
+        c2 = solver.step(c1)
+        first_stopped = ~_running(c1) | (c1.step >= end)
+        c2 = c2._replace(status=jnp.where(first_stopped, c1.status, c2.status))
+        return c2, c1._replace(history=None), first_stopped, saved
 
-        state = (c, c._replace(history=None), jnp.zeros((), bool))
-        c2, first, first_stopped = loop(
-            options, lambda s: _running(s[0]) & (s[0].step + 2 <= end), two_steps, state
-        )
-        take = lambda a, b: select(first_stopped, a, b)  # noqa: E731
-        history = c2.history
-        if history is not None:  # the second step's entry, at index first.step <= n - 1
-            entry = jnp.where(first_stopped, jnp.nan, history[first.step]).astype(history.dtype)
-            history = lax.dynamic_update_index_in_dim(history, entry, first.step, 0)
-        c = c2._replace(
-            params=take(first.params, c2.params),
-            opt_state=take(first.opt_state, c2.opt_state),
-            value=take(first.value, c2.value),
-            grad=take(first.grad, c2.grad),
-            step=jnp.where(first_stopped, first.step, c2.step),
-            history=history,
-        )
-    return loop(options, lambda c: _running(c) & (c.step < end), solver.step, c)
+    saved0 = None if c.history is None else c.history[0]
+    state = (c, c._replace(history=None), jnp.zeros((), bool), saved0)
+    c2, first, first_stopped, saved = loop(
+        options, lambda s: _running(s[0]) & (s[0].step < end), two_steps, state
+    )
+    take = lambda a, b: select(first_stopped, a, b)  # noqa: E731
+    history = c2.history
+    if history is not None:
+        i = jnp.minimum(first.step, n - 1)
+        entry = jnp.where(first_stopped, saved, history[i]).astype(history.dtype)
+        history = lax.dynamic_update_index_in_dim(history, entry, i, 0)
+    return c2._replace(
+        params=take(first.params, c2.params),
+        opt_state=take(first.opt_state, c2.opt_state),
+        value=take(first.value, c2.value),
+        grad=take(first.grad, c2.grad),
+        step=jnp.where(first_stopped, first.step, c2.step),
+        history=history,
+    )
 
 
 def run_epochs(solver: Solver, c: Carry, limit: Any = None) -> Carry:
