@@ -255,7 +255,11 @@ def _branchy(x, h, data):
         return i + 1, u
 
     n, c = jax.lax.while_loop(lambda c: (c[0] < 3 + (h > 1.0)) & (jnp.abs(c[1]).sum() < 50.0), body, (0, b))
-    return {"out": c * h + x.sum(), "n": n}
+    # Branches that pass operands through (read outside the interpreter's cond), one of them
+    # unbatched under some in_axes (data), and a cond that passes everything through.
+    p, q, r = jax.lax.cond(h > 0.5, lambda u, d: (u, d, u * 3.0), lambda u, d: (u * 0.5, d * 1.5, u), x, data)
+    s = jax.lax.cond(h < 0.0, lambda u: u, lambda u: u, r)
+    return {"out": c * h + x.sum() + p * 2.0 + q.sum(axis=0) + s, "n": n}
 
 
 def _branchy_inputs():
@@ -280,6 +284,20 @@ def test_branch_skipping_vmap_equals_jax_vmap(axes):
     hh = jnp.stack([args[1], args[1] * -1.5])
     chex.assert_trees_all_close(twice(branch_skipping(_branchy))(args[0], hh, args[2]),
                                 twice(_branchy)(args[0], hh, args[2]), rtol=1e-6, atol=1e-6)
+
+
+def test_branch_skipping_reads_passed_through_operands_outside_its_conds():
+    # optax's value_and_grad_from_state cond returns the stored value and gradient unchanged in
+    # one branch: no cond (and none of XLA's copies into its result) for what a branch forwards.
+    def f(x, h):
+        kept, scaled = jax.lax.cond(h > 0.0, lambda u: (u, u * 2.0), lambda u: (u, u - 1.0), x)
+        same = jax.lax.cond(h > 1.0, lambda u: u, lambda u: u, x)
+        return kept + scaled + same
+
+    xs, hs, _ = _branchy_inputs()
+    jaxpr = str(jax.make_jaxpr(jax.vmap(branch_skipping(f)))(xs, hs))
+    assert jaxpr.count("cond[") == 2, jaxpr  # one per branch of the first cond, none for the second
+    chex.assert_trees_all_close(jax.vmap(branch_skipping(f))(xs, hs), jax.vmap(f)(xs, hs), rtol=1e-6)
 
 
 def test_branch_skipping_forward_derivatives_equal_the_plain_functions():
